@@ -1,0 +1,160 @@
+//! Command-line flags, each also readable from an environment variable. Raw input only:
+//! `config::Config::from_cli` turns it into the validated configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "regcred-refresher",
+    version,
+    about = "Keeps Kubernetes image pull secrets for private registries valid",
+    after_help = "Exit codes: 0 every target written or unchanged; 1 a source or namespace failed; 2 bad configuration."
+)]
+pub struct Cli {
+    /// YAML configuration file (registries, secrets, namespaces, serviceAccounts).
+    #[arg(long, env = "REGCRED_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Run one refresh cycle and exit (for CronJobs and CI); without it, run as a daemon.
+    #[arg(long, env = "REGCRED_ONCE")]
+    pub once: bool,
+
+    /// none: apply; client: print the manifests, touch nothing; server: the API server
+    /// validates and authorizes every write and persists nothing.
+    #[arg(long, env = "REGCRED_DRY_RUN", value_enum, default_value_t = DryRun::None)]
+    pub dry_run: DryRun,
+
+    /// Report, per namespace, what an apply would change (never the secret values); writes nothing.
+    #[arg(long, env = "REGCRED_DIFF", conflicts_with = "dry_run")]
+    pub diff: bool,
+
+    #[command(flatten)]
+    pub quick: QuickEcr,
+
+    #[command(flatten)]
+    pub tuning: Tuning,
+
+    #[command(flatten)]
+    pub logging: Logging,
+}
+
+/// The single-ECR-registry case, without a configuration file.
+#[derive(Debug, Args, Default)]
+pub struct QuickEcr {
+    /// AWS region of the ECR registry (turns on flag-only configuration).
+    #[arg(long, env = "REGCRED_ECR_REGION", conflicts_with = "config")]
+    pub ecr_region: Option<String>,
+
+    /// Account that owns the registry (default: the caller's own account).
+    #[arg(long, env = "REGCRED_ECR_ACCOUNT_ID", requires = "ecr_region")]
+    pub ecr_account_id: Option<String>,
+
+    /// IAM role to assume through STS before asking ECR for a token.
+    #[arg(long, env = "REGCRED_ECR_ROLE_ARN", requires = "ecr_region")]
+    pub ecr_role_arn: Option<String>,
+
+    /// Name of the image pull secret to write.
+    #[arg(long, env = "REGCRED_SECRET_NAME", requires = "ecr_region")]
+    pub secret_name: Option<String>,
+
+    /// Target namespaces: names and globs, comma-separated (default: `*`).
+    #[arg(
+        long,
+        env = "REGCRED_NAMESPACES",
+        value_delimiter = ',',
+        requires = "ecr_region"
+    )]
+    pub namespaces: Vec<String>,
+
+    /// Namespaces never targeted, names and globs (default: kube-system,kube-public,kube-node-lease).
+    #[arg(
+        long,
+        env = "REGCRED_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        requires = "ecr_region"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Only namespaces whose labels match this selector (`team in (a,b)`).
+    #[arg(long, env = "REGCRED_NAMESPACE_SELECTOR", requires = "ecr_region")]
+    pub namespace_selector: Option<String>,
+
+    /// ServiceAccounts to reference the secret from, comma-separated (e.g. `default`).
+    #[arg(
+        long,
+        env = "REGCRED_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        requires = "ecr_region"
+    )]
+    pub service_accounts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Tuning {
+    /// Namespaces written at the same time.
+    #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Seconds one provider fetch may take before it counts as failed.
+    #[arg(long, env = "REGCRED_PROVIDER_TIMEOUT", default_value_t = 30)]
+    pub provider_timeout: u64,
+
+    /// Field manager name for server-side apply.
+    #[arg(
+        long,
+        env = "REGCRED_FIELD_MANAGER",
+        default_value = "regcred-refresher"
+    )]
+    pub field_manager: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Logging {
+    #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax (`info`, `regcred_refresher=debug`).
+    #[arg(long, env = "REGCRED_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    None,
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn quick_flags_conflict_with_a_config_file() {
+        let err = Cli::try_parse_from(["x", "--config", "c.yaml", "--ecr-region", "us-east-1"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn quick_subflags_need_a_region() {
+        let err =
+            Cli::try_parse_from(["x", "--ecr-role-arn", "arn:aws:iam::1:role/r"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+}

@@ -1,0 +1,375 @@
+//! The configuration: a YAML file (or the quick ECR flags) turned into one validated
+//! [`Config`], built once at start. Nothing downstream re-validates; every check that can be
+//! made before touching the cluster is made here, so bad input exits 2 with a message that
+//! names the field, the value and the fix.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{Cli, DryRun, QuickEcr};
+use crate::namespaces::NamespaceFilter;
+
+mod validate;
+
+pub use validate::ConfigError;
+
+/// What one run does with the secrets it computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Apply,
+    /// Print the manifests; no request that changes anything.
+    DryRunClient,
+    /// Send every write with `dryRun=All`.
+    DryRunServer,
+    /// Print what would change per namespace; no writes.
+    Diff,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub sources: Vec<SourceConfig>,
+    pub secrets: Vec<SecretConfig>,
+    pub namespaces: NamespaceFilter,
+    pub service_accounts: Vec<String>,
+    pub once: bool,
+    pub write_mode: WriteMode,
+    pub concurrency: usize,
+    pub provider_timeout: Duration,
+    pub field_manager: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Ecr(EcrConfig),
+    Google(GoogleConfig),
+    Static(StaticConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct EcrConfig {
+    pub region: String,
+    pub account_id: Option<String>,
+    pub assume_role: Option<AssumeRole>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<String>,
+    pub session_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    pub hosts: Vec<String>,
+    /// A service-account key file; `None` uses the default chain (GOOGLE_APPLICATION_CREDENTIALS,
+    /// gcloud, metadata server).
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StaticConfig {
+    Login {
+        server: String,
+        username: ValueFrom,
+        password: ValueFrom,
+        email: Option<String>,
+    },
+    DockerConfigJson(ValueFrom),
+}
+
+/// Where a static value is read from, at every fetch (mounted Secrets rotate).
+#[derive(Debug, Clone)]
+pub enum ValueFrom {
+    /// Only for usernames: a password never sits in the configuration.
+    Literal(String),
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretConfig {
+    pub name: String,
+    pub sources: Vec<String>,
+    /// Take over a same-named secret that we did not create.
+    pub adopt: bool,
+}
+
+// ---- the file format ----
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    registries: Vec<RegistryFile>,
+    #[serde(default)]
+    secrets: Vec<SecretFile>,
+    #[serde(default)]
+    namespaces: NamespacesFile,
+    #[serde(default)]
+    service_accounts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RegistryFile {
+    name: String,
+    ecr: Option<EcrFile>,
+    google: Option<GoogleFile>,
+    #[serde(rename = "static")]
+    static_: Option<StaticFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EcrFile {
+    region: String,
+    account_id: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    session_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GoogleFile {
+    #[serde(default)]
+    hosts: Vec<String>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StaticFile {
+    server: Option<String>,
+    username: Option<String>,
+    username_file: Option<PathBuf>,
+    username_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    email: Option<String>,
+    docker_config_json_file: Option<PathBuf>,
+    docker_config_json_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SecretFile {
+    name: String,
+    #[serde(default)]
+    registries: Vec<String>,
+    #[serde(default)]
+    adopt: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespacesFile {
+    #[serde(default = "default_include")]
+    include: Vec<String>,
+    #[serde(default = "default_exclude")]
+    exclude: Vec<String>,
+    selector: Option<String>,
+}
+
+impl Default for NamespacesFile {
+    fn default() -> Self {
+        Self {
+            include: default_include(),
+            exclude: default_exclude(),
+            selector: None,
+        }
+    }
+}
+
+fn default_include() -> Vec<String> {
+    vec!["*".into()]
+}
+
+pub const DEFAULT_EXCLUDE: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+fn default_exclude() -> Vec<String> {
+    DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect()
+}
+
+const FILE_FIELDS: &[&str] = &[
+    "registries",
+    "secrets",
+    "namespaces",
+    "serviceAccounts",
+    "name",
+    "ecr",
+    "google",
+    "static",
+    "region",
+    "accountId",
+    "roleArn",
+    "externalId",
+    "sessionName",
+    "hosts",
+    "keyFile",
+    "server",
+    "username",
+    "usernameFile",
+    "usernameEnv",
+    "passwordFile",
+    "passwordEnv",
+    "email",
+    "dockerConfigJsonFile",
+    "dockerConfigJsonEnv",
+    "adopt",
+    "include",
+    "exclude",
+    "selector",
+];
+
+impl Config {
+    /// Builds the validated configuration from the flags and, if given, the file.
+    pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match (&cli.config, &cli.quick.ecr_region) {
+            (Some(path), _) => read_file(path)?,
+            (None, Some(_)) => from_quick_flags(&cli.quick),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "--config",
+                    "no configuration given",
+                    "pass --config FILE (or REGCRED_CONFIG), or --ecr-region for a single ECR registry",
+                ));
+            }
+        };
+        let write_mode = match (cli.dry_run, cli.diff) {
+            (_, true) => WriteMode::Diff,
+            (DryRun::None, false) => WriteMode::Apply,
+            (DryRun::Client, false) => WriteMode::DryRunClient,
+            (DryRun::Server, false) => WriteMode::DryRunServer,
+        };
+        if !cli.once && write_mode != WriteMode::Apply {
+            return Err(ConfigError::invalid(
+                "--dry-run/--diff",
+                "a dry run or diff is a single cycle",
+                "add --once",
+            ));
+        }
+        let t = &cli.tuning;
+        if !(1..=1000).contains(&t.concurrency) {
+            return Err(ConfigError::invalid(
+                "--concurrency",
+                &format!("{} is out of range", t.concurrency),
+                "use a number from 1 to 1000",
+            ));
+        }
+        if !(1..=3600).contains(&t.provider_timeout) {
+            return Err(ConfigError::invalid(
+                "--provider-timeout",
+                &format!("{} is out of range", t.provider_timeout),
+                "use a number of seconds from 1 to 3600",
+            ));
+        }
+        let v = validate::validate(file)?;
+        Ok(Config {
+            sources: v.sources,
+            secrets: v.secrets,
+            namespaces: v.namespaces,
+            service_accounts: v.service_accounts,
+            once: cli.once,
+            write_mode,
+            concurrency: t.concurrency,
+            provider_timeout: Duration::from_secs(t.provider_timeout),
+            field_manager: t.field_manager.clone(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_text(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+pub(crate) fn parse_text(text: &str) -> Result<FileConfig, String> {
+    if text.trim().is_empty() {
+        return Err("the file is empty: it needs at least `registries` and `secrets`".into());
+    }
+    serde_saphyr::from_str::<FileConfig>(text).map_err(|e| with_suggestion(&e.to_string()))
+}
+
+/// serde names the unknown field and lists the expected ones; add the closest one.
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message.to_string();
+    };
+    let unknown = rest.split('`').next().unwrap_or_default();
+    let best = FILE_FIELDS
+        .iter()
+        .map(|f| (strsim::jaro_winkler(unknown, f), f))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, f)) => format!("{message} (did you mean `{f}`?)"),
+        None => message.to_string(),
+    }
+}
+
+fn from_quick_flags(q: &QuickEcr) -> FileConfig {
+    let mut namespaces = NamespacesFile::default();
+    if !q.namespaces.is_empty() {
+        namespaces.include = q.namespaces.clone();
+    }
+    if !q.exclude_namespaces.is_empty() {
+        namespaces.exclude = q.exclude_namespaces.clone();
+    }
+    namespaces.selector = q.namespace_selector.clone();
+    FileConfig {
+        registries: vec![RegistryFile {
+            name: "ecr".into(),
+            ecr: Some(EcrFile {
+                region: q.ecr_region.clone().unwrap_or_default(),
+                account_id: q.ecr_account_id.clone(),
+                role_arn: q.ecr_role_arn.clone(),
+                external_id: None,
+                session_name: None,
+            }),
+            google: None,
+            static_: None,
+        }],
+        secrets: vec![SecretFile {
+            name: q.secret_name.clone().unwrap_or_else(|| "regcred".into()),
+            registries: vec!["ecr".into()],
+            adopt: false,
+        }],
+        namespaces,
+        service_accounts: q.service_accounts.clone(),
+    }
+}
+
+/// Names used for did-you-mean hints on references between sections.
+pub(crate) fn closest<'a>(
+    wanted: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(wanted, k), k))
+        .filter(|(s, _)| *s > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+pub(crate) fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = BTreeSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
+}

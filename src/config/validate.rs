@@ -1,0 +1,590 @@
+//! Checks on the parsed file, field by field. Each error names the field path
+//! (`registries[1].ecr.region`), the offending value and the fix.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::namespaces::NamespaceFilter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}; fix: check the path and its permissions", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {problem}; fix: {fix}")]
+    Invalid {
+        field: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(field: &str, problem: &str, fix: &str) -> Self {
+        Self::Invalid {
+            field: field.to_string(),
+            problem: problem.to_string(),
+            fix: fix.to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Validated {
+    pub sources: Vec<SourceConfig>,
+    pub secrets: Vec<SecretConfig>,
+    pub namespaces: NamespaceFilter,
+    pub service_accounts: Vec<String>,
+}
+
+type R<T> = Result<T, ConfigError>;
+
+pub(super) fn validate(f: FileConfig) -> R<Validated> {
+    if f.registries.is_empty() {
+        return Err(ConfigError::invalid(
+            "registries",
+            "the list is empty",
+            "define at least one registry with `name` and one of `ecr`, `google`, `static`",
+        ));
+    }
+    let sources = f
+        .registries
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| source(i, r))
+        .collect::<R<Vec<_>>>()?;
+    if let Some(dup) = duplicates(sources.iter().map(|s| s.name.as_str())) {
+        return Err(ConfigError::invalid(
+            "registries[].name",
+            &format!("{dup:?} is defined twice"),
+            "give every registry a unique name",
+        ));
+    }
+
+    if f.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            "secrets",
+            "the list is empty",
+            "define at least one secret with `name` and `registries`",
+        ));
+    }
+    let mut secrets = Vec::with_capacity(f.secrets.len());
+    for (i, s) in f.secrets.into_iter().enumerate() {
+        let field = format!("secrets[{i}]");
+        dns_subdomain(&format!("{field}.name"), &s.name, "secret name")?;
+        if s.registries.is_empty() {
+            return Err(ConfigError::invalid(
+                &format!("{field}.registries"),
+                "the list is empty",
+                "name at least one registry from `registries`",
+            ));
+        }
+        for (j, r) in s.registries.iter().enumerate() {
+            if !sources.iter().any(|src| &src.name == r) {
+                let hint = closest(r, sources.iter().map(|s| s.name.as_str()))
+                    .map(|c| format!("did you mean {c:?}? "))
+                    .unwrap_or_default();
+                return Err(ConfigError::invalid(
+                    &format!("{field}.registries[{j}]"),
+                    &format!("{r:?} is not a defined registry"),
+                    &format!("{hint}use one of the names under `registries`"),
+                ));
+            }
+        }
+        if let Some(dup) = duplicates(s.registries.iter().map(String::as_str)) {
+            return Err(ConfigError::invalid(
+                &format!("{field}.registries"),
+                &format!("{dup:?} is listed twice"),
+                "list each registry once",
+            ));
+        }
+        secrets.push(SecretConfig {
+            name: s.name,
+            sources: s.registries,
+            adopt: s.adopt,
+        });
+    }
+    if let Some(dup) = duplicates(secrets.iter().map(|s| s.name.as_str())) {
+        return Err(ConfigError::invalid(
+            "secrets[].name",
+            &format!("{dup:?} is defined twice"),
+            "merge the two entries: one secret can hold several registries",
+        ));
+    }
+
+    let ns = f.namespaces;
+    if ns.include.is_empty() {
+        return Err(ConfigError::invalid(
+            "namespaces.include",
+            "the list is empty, so nothing would be targeted",
+            "list names or globs, or [\"*\"] for all namespaces",
+        ));
+    }
+    let namespaces = NamespaceFilter::new(&ns.include, &ns.exclude, ns.selector.as_deref())
+        .map_err(|e| ConfigError::invalid(&e.field, &e.problem, &e.fix))?;
+
+    for (i, sa) in f.service_accounts.iter().enumerate() {
+        dns_subdomain(&format!("serviceAccounts[{i}]"), sa, "ServiceAccount name")?;
+    }
+    if let Some(dup) = duplicates(f.service_accounts.iter().map(String::as_str)) {
+        return Err(ConfigError::invalid(
+            "serviceAccounts",
+            &format!("{dup:?} is listed twice"),
+            "list each ServiceAccount once",
+        ));
+    }
+
+    Ok(Validated {
+        sources,
+        secrets,
+        namespaces,
+        service_accounts: f.service_accounts,
+    })
+}
+
+fn source(i: usize, r: RegistryFile) -> R<SourceConfig> {
+    let field = format!("registries[{i}]");
+    dns_label(&format!("{field}.name"), &r.name, "registry name")?;
+    let kind = match (r.ecr, r.google, r.static_) {
+        (Some(e), None, None) => SourceKind::Ecr(ecr(&format!("{field}.ecr"), e)?),
+        (None, Some(g), None) => SourceKind::Google(google(&format!("{field}.google"), g)?),
+        (None, None, Some(s)) => SourceKind::Static(static_(&format!("{field}.static"), s)?),
+        (None, None, None) => {
+            return Err(ConfigError::invalid(
+                &field,
+                &format!("registry {:?} has no source", r.name),
+                "add one of `ecr`, `google` or `static`",
+            ));
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                &field,
+                &format!("registry {:?} has more than one source", r.name),
+                "keep one of `ecr`, `google`, `static` and move the others to registries of their own",
+            ));
+        }
+    };
+    Ok(SourceConfig { name: r.name, kind })
+}
+
+fn ecr(field: &str, e: EcrFile) -> R<EcrConfig> {
+    if !is_aws_region(&e.region) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.region"),
+            &format!("{:?} is not an AWS region", e.region),
+            "use a region code such as us-east-1 or eu-central-1",
+        ));
+    }
+    if let Some(acct) = &e.account_id
+        && !(acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ConfigError::invalid(
+            &format!("{field}.accountId"),
+            &format!("{acct:?} is not a 12-digit AWS account ID"),
+            "quote it as a string of 12 digits, e.g. accountId: \"123456789012\"",
+        ));
+    }
+    let assume_role = match e.role_arn {
+        Some(arn) => {
+            if !(arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/")) {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.roleArn"),
+                    &format!("{arn:?} is not an IAM role ARN"),
+                    "use arn:aws:iam::<account>:role/<name>",
+                ));
+            }
+            let session_name = e
+                .session_name
+                .unwrap_or_else(|| "regcred-refresher".to_string());
+            if !(2..=64).contains(&session_name.len())
+                || !session_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b))
+            {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.sessionName"),
+                    &format!("{session_name:?} is not a valid role session name"),
+                    "use 2 to 64 characters from [A-Za-z0-9=,.@_-]",
+                ));
+            }
+            Some(AssumeRole {
+                role_arn: arn,
+                external_id: e.external_id,
+                session_name,
+            })
+        }
+        None if e.external_id.is_some() || e.session_name.is_some() => {
+            return Err(ConfigError::invalid(
+                &format!("{field}.externalId/sessionName"),
+                "only apply when a role is assumed",
+                "add roleArn, or remove externalId and sessionName",
+            ));
+        }
+        None => None,
+    };
+    Ok(EcrConfig {
+        region: e.region,
+        account_id: e.account_id,
+        assume_role,
+    })
+}
+
+fn is_aws_region(r: &str) -> bool {
+    // partition-prefix, geography words, number: us-east-1, us-gov-west-1, cn-north-1, eusc-de-east-1
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[0].len() >= 2
+        && parts[parts.len() - 1]
+            .parse::<u8>()
+            .is_ok_and(|n| (1..=20).contains(&n))
+}
+
+fn google(field: &str, g: GoogleFile) -> R<GoogleConfig> {
+    if g.hosts.is_empty() {
+        return Err(ConfigError::invalid(
+            &format!("{field}.hosts"),
+            "the list is empty",
+            "list the registry hosts, e.g. [gcr.io, us-docker.pkg.dev]",
+        ));
+    }
+    for (i, h) in g.hosts.iter().enumerate() {
+        registry_host(&format!("{field}.hosts[{i}]"), h)?;
+    }
+    if let Some(dup) = duplicates(g.hosts.iter().map(String::as_str)) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.hosts"),
+            &format!("{dup:?} is listed twice"),
+            "list each host once",
+        ));
+    }
+    match &g.key_file {
+        Some(path) => service_account_key(&format!("{field}.keyFile"), path)?,
+        None => {
+            if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
+                service_account_key("env GOOGLE_APPLICATION_CREDENTIALS", Path::new(&path))?;
+            }
+        }
+    }
+    Ok(GoogleConfig {
+        hosts: g.hosts,
+        key_file: g.key_file,
+    })
+}
+
+/// gcp_auth gives up without falling through when the file is not a service-account key;
+/// say so now, plainly, instead of at the first fetch.
+fn service_account_key(field: &str, path: &Path) -> R<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::invalid(
+            field,
+            &format!("cannot read {}: {e}", path.display()),
+            "mount the service-account key file there, or fix the path",
+        )
+    })?;
+    let kind = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
+    match kind.as_deref() {
+        Some("service_account") => Ok(()),
+        Some(other) => Err(ConfigError::invalid(
+            field,
+            &format!(
+                "{} holds a {other:?} credential, not a service-account key",
+                path.display()
+            ),
+            "point it at a service-account key JSON (type \"service_account\"), or leave it unset to use GKE Workload Identity / gcloud",
+        )),
+        None => Err(ConfigError::invalid(
+            field,
+            &format!("{} is not a Google credentials JSON file", path.display()),
+            "point it at a service-account key JSON (type \"service_account\")",
+        )),
+    }
+}
+
+fn static_(field: &str, s: StaticFile) -> R<StaticConfig> {
+    let login_fields = s.server.is_some()
+        || s.username.is_some()
+        || s.username_file.is_some()
+        || s.username_env.is_some()
+        || s.password_file.is_some()
+        || s.password_env.is_some()
+        || s.email.is_some();
+    let docker = one_of(
+        &format!("{field}.dockerConfigJsonFile/dockerConfigJsonEnv"),
+        None,
+        s.docker_config_json_file,
+        s.docker_config_json_env,
+    )?;
+    if let Some(d) = docker {
+        if login_fields {
+            return Err(ConfigError::invalid(
+                field,
+                "a dockerConfigJson source cannot also have server/username/password/email",
+                "use either dockerConfigJsonFile/Env or server + username + password",
+            ));
+        }
+        return Ok(StaticConfig::DockerConfigJson(d));
+    }
+    let Some(server) = s.server else {
+        return Err(ConfigError::invalid(
+            &format!("{field}.server"),
+            "missing",
+            "set the registry, e.g. https://index.docker.io/v1/ or quay.io (or use dockerConfigJsonFile)",
+        ));
+    };
+    registry_host(&format!("{field}.server"), &server)?;
+    let username = one_of(
+        &format!("{field}.username/usernameFile/usernameEnv"),
+        s.username,
+        s.username_file,
+        s.username_env,
+    )?
+    .ok_or_else(|| {
+        ConfigError::invalid(
+            &format!("{field}.username"),
+            "missing",
+            "set one of username, usernameFile, usernameEnv",
+        )
+    })?;
+    let password = one_of(
+        &format!("{field}.passwordFile/passwordEnv"),
+        None,
+        s.password_file,
+        s.password_env,
+    )?
+    .ok_or_else(|| {
+        ConfigError::invalid(
+            &format!("{field}.passwordFile"),
+            "missing",
+            "set passwordFile (a mounted Secret) or passwordEnv; a password is never taken from the config or argv",
+        )
+    })?;
+    Ok(StaticConfig::Login {
+        server,
+        username,
+        password,
+        email: s.email,
+    })
+}
+
+fn one_of(
+    field: &str,
+    literal: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> R<Option<ValueFrom>> {
+    let given = [literal.is_some(), file.is_some(), env.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError::invalid(
+            field,
+            "more than one is set",
+            "keep exactly one",
+        ));
+    }
+    if let Some(path) = &file {
+        std::fs::File::open(path).map_err(|e| {
+            ConfigError::invalid(
+                field,
+                &format!("cannot read {}: {e}", path.display()),
+                "mount the file there (e.g. from a Secret) or fix the path",
+            )
+        })?;
+    }
+    if let Some(var) = &env
+        && std::env::var_os(var).is_none()
+    {
+        return Err(ConfigError::invalid(
+            field,
+            &format!("environment variable {var} is not set"),
+            "set it (e.g. from a Secret with env.valueFrom) or use the File form",
+        ));
+    }
+    Ok(literal
+        .map(ValueFrom::Literal)
+        .or(file.map(ValueFrom::File))
+        .or(env.map(ValueFrom::Env)))
+}
+
+fn registry_host(field: &str, h: &str) -> R<()> {
+    let host = h
+        .strip_prefix("https://")
+        .or_else(|| h.strip_prefix("http://"))
+        .unwrap_or(h);
+    let host = host.split('/').next().unwrap_or_default();
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+        && !h.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            &format!("{h:?} is not a registry host"),
+            "use a host such as gcr.io, quay.io or us-docker.pkg.dev",
+        ))
+    }
+}
+
+fn dns_label(field: &str, v: &str, what: &str) -> R<()> {
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            &format!("{v:?} is not a valid {what}"),
+            "use up to 63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+        ))
+    }
+}
+
+pub(crate) fn dns_subdomain(field: &str, v: &str, what: &str) -> R<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            &format!("{v:?} is not a valid {what} (RFC 1123)"),
+            "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Validated, String> {
+        let f = parse_text(yaml)?;
+        validate(f).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+registries:
+  - name: ecr-main
+    ecr: { region: us-east-1, accountId: "123456789012", roleArn: "arn:aws:iam::123456789012:role/pull" }
+secrets:
+  - name: regcred
+    registries: [ecr-main]
+namespaces: { include: ["team-*"], exclude: [kube-system], selector: "team in (a,b)" }
+serviceAccounts: [default]
+"#;
+
+    #[test]
+    fn accepts_the_documented_shape() {
+        let v = check(GOOD).unwrap();
+        assert_eq!(v.sources[0].name, "ecr-main");
+        assert!(matches!(&v.sources[0].kind, SourceKind::Ecr(e) if e.assume_role.is_some()));
+        assert_eq!(v.secrets[0].sources, ["ecr-main"]);
+        assert_eq!(v.service_accounts, ["default"]);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "registries: []\nsecrets: []",
+                "registries: the list is empty",
+            ),
+            ("registrys: []", "did you mean `registries`"),
+            (
+                &GOOD.replace("us-east-1", "useast"),
+                "registries[0].ecr.region: \"useast\" is not an AWS region",
+            ),
+            (
+                &GOOD.replace("\"123456789012\"", "\"12\""),
+                "registries[0].ecr.accountId",
+            ),
+            (
+                &GOOD
+                    .replace("role/pull", "user/pull")
+                    .replace(":role", ":user"),
+                "roleArn",
+            ),
+            (
+                &GOOD.replace("name: regcred", "name: Reg_Cred"),
+                "secrets[0].name",
+            ),
+            (
+                &GOOD.replace("[ecr-main]", "[ecr-mian]"),
+                "did you mean \"ecr-main\"",
+            ),
+            (
+                &GOOD.replace("team in (a,b)", "team in (a,b"),
+                "namespaces.selector",
+            ),
+            (
+                &GOOD.replace("[\"team-*\"]", "[\"team-[\"]"),
+                "namespaces.include[0]",
+            ),
+            (
+                &GOOD.replace("[default]", "[Default]"),
+                "serviceAccounts[0]",
+            ),
+            (
+                &GOOD.replace("ecr: {", "google: { hosts: [gcr.io] }\n    ecr: {"),
+                "more than one source",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = check(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {yaml}"));
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert!(
+                err.contains("fix") || err.contains("did you mean"),
+                "no fix in {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn static_password_is_never_inline() {
+        let yaml = "registries:\n  - name: hub\n    static: { server: quay.io, username: u, password: p }\nsecrets:\n  - name: s\n    registries: [hub]\n";
+        let err = check(yaml).unwrap_err();
+        assert!(err.contains("unknown field `password`"), "{err}");
+    }
+
+    #[test]
+    fn region_shapes() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-5",
+        ] {
+            assert!(is_aws_region(ok), "{ok}");
+        }
+        for bad in ["us-east", "US-EAST-1", "useast1", "us--1", "us-east-0"] {
+            assert!(!is_aws_region(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! One refresh cycle: fetch every source once, render each secret, resolve the target
+//! namespaces and write them with bounded concurrency. Partial failure is data: a failing
+//! source or namespace is recorded in the [`CycleReport`] and never stops the others.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use crate::config::{Config, WriteMode};
+use crate::credentials::Credentials;
+use crate::dockerconfig;
+use crate::namespaces::{self, Decision};
+use crate::providers::{Provider, ProviderError};
+use crate::writer::{DesiredSecret, Payload, SaOutcome, SecretOutcome, WriteError, Writer};
+
+pub struct Refresher {
+    config: Config,
+    providers: Vec<Provider>,
+    writer: Writer,
+    client: kube::Client,
+}
+
+#[derive(Debug)]
+pub struct NamespaceReport {
+    pub namespace: String,
+    pub secrets: Vec<(String, SecretOutcome)>,
+    pub service_accounts: Vec<(String, SaOutcome)>,
+    pub manifests: Vec<String>,
+    pub diffs: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct CycleReport {
+    pub sources: Vec<(String, Result<Credentials, ProviderError>)>,
+    pub namespaces: Vec<NamespaceReport>,
+    pub missing: Vec<String>,
+    pub skipped: Vec<(String, Decision)>,
+    pub resolve_error: Option<String>,
+    pub secret_errors: Vec<String>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub conflict: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub missing: usize,
+}
+
+impl Refresher {
+    pub async fn new(config: Config, client: kube::Client) -> Self {
+        let providers = join_all(
+            config
+                .sources
+                .iter()
+                .map(|s| Provider::new(s, config.provider_timeout)),
+        )
+        .await;
+        let writer = Writer::new(
+            client.clone(),
+            config.write_mode,
+            config.field_manager.clone(),
+        );
+        Self {
+            config,
+            providers,
+            writer,
+            client,
+        }
+    }
+
+    pub async fn run_once(&self) -> CycleReport {
+        let mut report = CycleReport::default();
+        let timeout = self.config.provider_timeout;
+        let fetched = join_all(self.providers.iter().map(|p| p.fetch(timeout))).await;
+        for (p, r) in self.providers.iter().zip(fetched) {
+            if let Err(e) = &r {
+                warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
+            }
+            report.sources.push((p.name().to_string(), r));
+        }
+        let (desired, blocked) = self.desired_secrets(&report.sources);
+        report.secret_errors = blocked.iter().map(ToString::to_string).collect();
+
+        let resolution = match namespaces::resolve(&self.client, &self.config.namespaces).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "namespace resolution failed");
+                report.resolve_error = Some(e.to_string());
+                return report;
+            }
+        };
+        for m in &resolution.missing {
+            warn!(namespace = %m, "configured namespace does not exist; not creating it");
+        }
+        report.missing = resolution.missing;
+        report.skipped = resolution.skipped;
+
+        let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
+            .map(|ns| self.write_namespace(ns, &desired, &blocked))
+            .buffer_unordered(self.config.concurrency)
+            .collect()
+            .await;
+        done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        report.namespaces = done;
+        report
+    }
+
+    /// Renders every configured secret whose sources all succeeded. A secret with a failed
+    /// source is not written at all: writing it without that registry would break pulls that
+    /// the last good secret still serves.
+    fn desired_secrets(
+        &self,
+        fetched: &[(String, Result<Credentials, ProviderError>)],
+    ) -> (Vec<DesiredSecret>, Vec<WriteError>) {
+        let by_name: BTreeMap<&str, &Result<Credentials, ProviderError>> =
+            fetched.iter().map(|(n, r)| (n.as_str(), r)).collect();
+        let (mut ok, mut blocked) = (Vec::new(), Vec::new());
+        for s in &self.config.secrets {
+            let failed: Vec<&str> = s
+                .sources
+                .iter()
+                .filter(|n| by_name.get(n.as_str()).is_none_or(|r| r.is_err()))
+                .map(String::as_str)
+                .collect();
+            if !failed.is_empty() {
+                blocked.push(WriteError::SourceFailed {
+                    secret: s.name.clone(),
+                    sources: failed.join(","),
+                });
+                continue;
+            }
+            let creds: Vec<&Credentials> = s
+                .sources
+                .iter()
+                .filter_map(|n| by_name.get(n.as_str()).and_then(|r| r.as_ref().ok()))
+                .collect();
+            let rendered = dockerconfig::render(
+                creds
+                    .iter()
+                    .flat_map(|c| c.entries.iter().map(move |e| (c.source.as_str(), e))),
+            );
+            match rendered {
+                Ok(bytes) => ok.push(DesiredSecret {
+                    name: s.name.clone(),
+                    payload: Payload::new(bytes),
+                    sources: s.sources.clone(),
+                    expires_at: creds.iter().filter_map(|c| c.expires_at).min(),
+                    adopt: s.adopt,
+                }),
+                Err(e) => {
+                    warn!(secret = %s.name, error = %e, "cannot render secret");
+                    blocked.push(WriteError::SourceFailed {
+                        secret: s.name.clone(),
+                        sources: format!("{} ({e})", s.sources.join(",")),
+                    });
+                }
+            }
+        }
+        (ok, blocked)
+    }
+
+    async fn write_namespace(
+        &self,
+        namespace: String,
+        desired: &[DesiredSecret],
+        blocked: &[WriteError],
+    ) -> NamespaceReport {
+        let mut r = NamespaceReport {
+            namespace,
+            secrets: Vec::new(),
+            service_accounts: Vec::new(),
+            manifests: Vec::new(),
+            diffs: Vec::new(),
+        };
+        for d in desired {
+            let (outcome, printed) = self.writer.write_secret(&r.namespace, d).await;
+            r.manifests.extend(printed.manifest);
+            r.diffs.extend(printed.diff);
+            r.secrets.push((d.name.clone(), outcome));
+        }
+        for b in blocked {
+            if let WriteError::SourceFailed { secret, sources } = b {
+                r.secrets.push((
+                    secret.clone(),
+                    SecretOutcome::Failed(WriteError::SourceFailed {
+                        secret: secret.clone(),
+                        sources: sources.clone(),
+                    }),
+                ));
+            }
+        }
+        let in_place: Vec<&str> = r
+            .secrets
+            .iter()
+            .filter(|(_, o)| o.in_place())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !in_place.is_empty() && self.config.write_mode != WriteMode::DryRunClient {
+            for sa in &self.config.service_accounts {
+                let o = self
+                    .writer
+                    .reference_from_service_account(&r.namespace, sa, &in_place)
+                    .await;
+                if self.config.write_mode == WriteMode::Diff
+                    && let SaOutcome::Patched(added) = &o
+                {
+                    r.diffs.push(format!(
+                        "{}/serviceaccount {sa}: would add imagePullSecrets {}",
+                        r.namespace,
+                        added.join(",")
+                    ));
+                }
+                r.service_accounts.push((sa.clone(), o));
+            }
+        }
+        r
+    }
+}
+
+impl CycleReport {
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            skipped: self.skipped.len(),
+            missing: self.missing.len(),
+            ..Default::default()
+        };
+        for ns in &self.namespaces {
+            for (_, o) in &ns.secrets {
+                match o {
+                    SecretOutcome::Created => t.created += 1,
+                    SecretOutcome::Updated(_) => t.updated += 1,
+                    SecretOutcome::Unchanged => t.unchanged += 1,
+                    SecretOutcome::Conflict => t.conflict += 1,
+                    SecretOutcome::Failed(_) => t.failed += 1,
+                }
+            }
+            t.failed += ns
+                .service_accounts
+                .iter()
+                .filter(|(_, o)| matches!(o, SaOutcome::Failed(_) | SaOutcome::Missing))
+                .count();
+        }
+        t
+    }
+
+    /// 0 when every target is written or unchanged, 1 when anything failed.
+    pub fn success(&self) -> bool {
+        let t = self.totals();
+        self.resolve_error.is_none()
+            && self.sources.iter().all(|(_, r)| r.is_ok())
+            && self.secret_errors.is_empty()
+            && t.failed == 0
+            && t.conflict == 0
+            && t.missing == 0
+    }
+
+    /// Logs the end-of-run summary: one line per namespace, then the totals.
+    pub fn log_summary(&self, mode: WriteMode) {
+        let verb = if mode == WriteMode::Apply {
+            ""
+        } else {
+            "would be "
+        };
+        for (source, r) in &self.sources {
+            match r {
+                Ok(c) => info!(
+                    source = %source,
+                    registries = c.entries.len(),
+                    expires_at = ?c.expires_at.map(|t| t.to_rfc3339()),
+                    "source ok"
+                ),
+                Err(e) => warn!(source = %source, error = %e, "source failed"),
+            }
+        }
+        for ns in &self.namespaces {
+            for (secret, o) in &ns.secrets {
+                match o {
+                    SecretOutcome::Failed(e) => {
+                        warn!(namespace = %ns.namespace, secret = %secret, reason = e.metric_label(), error = %e, "failed")
+                    }
+                    SecretOutcome::Conflict => warn!(
+                        namespace = %ns.namespace,
+                        secret = %secret,
+                        "conflict: a secret of that name exists and is not managed by regcred-refresher; left untouched (set adopt: true on the secret to take it over)"
+                    ),
+                    SecretOutcome::Updated(c) => {
+                        info!(namespace = %ns.namespace, secret = %secret, changes = %c.join("; "), "{verb}updated")
+                    }
+                    SecretOutcome::Created => {
+                        info!(namespace = %ns.namespace, secret = %secret, "{verb}created")
+                    }
+                    SecretOutcome::Unchanged => {
+                        info!(namespace = %ns.namespace, secret = %secret, "unchanged")
+                    }
+                }
+            }
+            for (sa, o) in &ns.service_accounts {
+                match o {
+                    SaOutcome::Patched(added) => {
+                        info!(namespace = %ns.namespace, service_account = %sa, added = %added.join(","), "serviceaccount {verb}patched")
+                    }
+                    SaOutcome::Unchanged => {
+                        info!(namespace = %ns.namespace, service_account = %sa, "serviceaccount unchanged")
+                    }
+                    SaOutcome::Missing => {
+                        warn!(namespace = %ns.namespace, service_account = %sa, "serviceaccount not found; not creating it")
+                    }
+                    SaOutcome::Failed(e) => {
+                        warn!(namespace = %ns.namespace, service_account = %sa, error = %e, "serviceaccount patch failed")
+                    }
+                }
+            }
+        }
+        for (ns, why) in &self.skipped {
+            info!(namespace = %ns, reason = ?why, "skipped");
+        }
+        for ns in &self.missing {
+            warn!(namespace = %ns, "missing: named in namespaces.include but does not exist");
+        }
+        if let Some(e) = &self.resolve_error {
+            warn!(error = %e, "no namespace was written");
+        }
+        let t = self.totals();
+        info!(
+            created = t.created,
+            updated = t.updated,
+            unchanged = t.unchanged,
+            skipped = t.skipped,
+            failed = t.failed,
+            conflict = t.conflict,
+            missing = t.missing,
+            namespaces = self.namespaces.len(),
+            "cycle finished"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The `.dockerconfigjson` document, byte for byte as `kubectl create secret docker-registry`
+//! writes it, and the parser for a user-supplied one.
+//!
+//! Pure functions, no I/O. kubectl is written in Go, whose `encoding/json` sorts map keys and
+//! escapes `<`, `>`, `&`, U+2028 and U+2029; we match that so a secret written by us and one
+//! written by kubectl compare equal.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::RegistryCredential;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerConfigError {
+    #[error(
+        "registry {server} appears in more than one source ({first} and {second}): keep it in one"
+    )]
+    DuplicateServer {
+        server: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "not a docker config JSON document: {0}; expected {{\"auths\": {{\"<server>\": {{\"auth\": \"...\"}}}}}}"
+    )]
+    Parse(String),
+    #[error("entry {server}: {problem}")]
+    Entry { server: String, problem: String },
+    #[error("could not serialize the document: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    username: &'a str,
+    password: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    email: &'a str,
+    auth: String,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    auths: BTreeMap<&'a str, Entry<'a>>,
+}
+
+/// Renders the `auths` document for the given credentials, each tagged with its source name
+/// (for the duplicate error).
+pub fn render<'a>(
+    creds: impl IntoIterator<Item = (&'a str, &'a RegistryCredential)>,
+) -> Result<Vec<u8>, DockerConfigError> {
+    let mut auths = BTreeMap::new();
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for (source, c) in creds {
+        if let Some(first) = owners.insert(c.server.as_str(), source) {
+            return Err(DockerConfigError::DuplicateServer {
+                server: c.server.clone(),
+                first: first.to_string(),
+                second: source.to_string(),
+            });
+        }
+        let password = c.password();
+        auths.insert(
+            c.server.as_str(),
+            Entry {
+                username: &c.username,
+                password,
+                email: c.email.as_deref().unwrap_or(""),
+                auth: STANDARD.encode(format!("{}:{}", c.username, password)),
+            },
+        );
+    }
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoCompatible);
+    Document { auths }.serialize(&mut ser)?;
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct InputDocument {
+    auths: BTreeMap<String, InputEntry>,
+}
+
+#[derive(Deserialize)]
+struct InputEntry {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    auth: Option<String>,
+}
+
+/// Parses a user-supplied `.dockerconfigjson` (e.g. a mounted Secret) into credentials.
+/// Entries may carry `username`/`password`, `auth`, or both (then they must agree).
+pub fn parse(bytes: &[u8]) -> Result<Vec<RegistryCredential>, DockerConfigError> {
+    // The error text of serde_json may quote input; say only where it failed.
+    let doc: InputDocument = serde_json::from_slice(bytes).map_err(|e| {
+        DockerConfigError::Parse(format!("line {} column {}", e.line(), e.column()))
+    })?;
+    if doc.auths.is_empty() {
+        return Err(DockerConfigError::Parse("\"auths\" is empty".into()));
+    }
+    let mut out = Vec::with_capacity(doc.auths.len());
+    for (server, e) in doc.auths {
+        let bad = |problem: &str| DockerConfigError::Entry {
+            server: server.clone(),
+            problem: problem.to_string(),
+        };
+        let (username, password) = match (e.username, e.password, e.auth) {
+            (Some(u), Some(p), _) if !u.is_empty() => (u, p),
+            (_, _, Some(auth)) => {
+                let decoded = STANDARD
+                    .decode(auth.trim())
+                    .map_err(|_| bad("\"auth\" is not base64"))?;
+                let decoded =
+                    String::from_utf8(decoded).map_err(|_| bad("\"auth\" is not UTF-8"))?;
+                let (u, p) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| bad("\"auth\" must decode to username:password"))?;
+                if u.is_empty() {
+                    return Err(bad("\"auth\" has an empty username"));
+                }
+                (u.to_string(), p.to_string())
+            }
+            _ => return Err(bad("needs \"username\" and \"password\", or \"auth\"")),
+        };
+        if server.is_empty() {
+            return Err(bad("the server key is empty"));
+        }
+        let mut c = RegistryCredential::new(server.clone(), username, &password);
+        c.email = e.email.filter(|e| !e.is_empty());
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// serde_json's compact formatter plus Go's HTML-safe escapes.
+struct GoCompatible;
+
+impl serde_json::ser::Formatter for GoCompatible {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, ch) in fragment.char_indices() {
+            let esc = match ch {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(esc.as_bytes())?;
+            start = i + ch.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(server: &str, user: &str, pass: &str) -> RegistryCredential {
+        RegistryCredential::new(server, user, pass)
+    }
+
+    #[test]
+    fn renders_the_kubectl_shape() {
+        let a = cred("b.example", "AWS", "p:w@\"d\"é");
+        let mut b = cred("a.example", "u", "x");
+        b.email = Some("me@example.com".into());
+        let out = render([("s1", &a), ("s2", &b)]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let auth_a = STANDARD.encode("AWS:p:w@\"d\"é");
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"auths":{{"a.example":{{"username":"u","password":"x","email":"me@example.com","auth":"dTp4"}},"b.example":{{"username":"AWS","password":"p:w@\"d\"é","auth":"{auth_a}"}}}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn escapes_like_go() {
+        let a = cred("r", "u", "<&>\u{2028}");
+        let text = String::from_utf8(render([("s", &a)]).unwrap()).unwrap();
+        assert!(
+            text.contains(r#""password":"\u003c\u0026\u003e\u2028""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_server_is_an_error_naming_both_sources() {
+        let a = cred("r", "u", "p");
+        let err = render([("one", &a), ("two", &a)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "registry r appears in more than one source (one and two): keep it in one"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_and_reads_auth_only_entries() {
+        let a = cred("quay.io", "robot+x", "pa:ss");
+        let rendered = render([("s", &a)]).unwrap();
+        let back = parse(&rendered).unwrap();
+        assert_eq!(back[0].server, "quay.io");
+        assert_eq!(back[0].username, "robot+x");
+        assert_eq!(back[0].password(), "pa:ss");
+
+        let only_auth = format!(
+            r#"{{"auths":{{"h":{{"auth":"{}"}}}}}}"#,
+            STANDARD.encode("u:p:q")
+        );
+        let back = parse(only_auth.as_bytes()).unwrap();
+        assert_eq!(
+            (back[0].username.as_str(), back[0].password()),
+            ("u", "p:q")
+        );
+    }
+
+    #[test]
+    fn parse_rejects_bad_shapes_without_echoing_input() {
+        for (input, want) in [
+            (r#"{"auths":{}}"#, "empty"),
+            (r#"{"auths":{"h":{}}}"#, "needs"),
+            (r#"{"auths":{"h":{"auth":"!!"}}}"#, "not base64"),
+            (
+                r#"{"auths":{"h":{"auth":"bm9jb2xvbg=="}}}"#,
+                "username:password",
+            ),
+            ("secretpassword", "line 1"),
+        ] {
+            let err = parse(input.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{input}: {err}");
+            assert!(!err.contains("secretpassword"), "{err}");
+        }
+    }
+}

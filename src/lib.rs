@@ -1,0 +1,34 @@
+//! regcred-refresher keeps Kubernetes image pull secrets for private registries valid.
+//!
+//! Data flows one way, and the module list reads in that order:
+//!
+//! ```text
+//! cli ─▶ config ─▶ providers ─▶ credentials ─▶ dockerconfig ─▶ writer ─▶ cluster
+//!                    (ecr, google, static)                       ▲
+//!                                            namespaces ─────────┘
+//! ```
+//!
+//! * [`config`] turns flags and the YAML file into one validated [`config::Config`]; nothing
+//!   downstream re-validates.
+//! * [`providers`] fetch short-lived credentials (ECR's 12 h token, Google's 1 h access token)
+//!   or read static ones, each with its expiry. One fetch per source per cycle.
+//! * [`dockerconfig`] renders the `.dockerconfigjson` exactly as kubectl does (pure).
+//! * [`namespaces`] decides which namespaces are targets (pure matching plus one list).
+//! * [`writer`] server-side-applies one secret into one namespace, only onto secrets we
+//!   manage, and references it from ServiceAccounts.
+//! * [`cycle`] ties one refresh together and reports per-namespace outcomes; `--once` runs it
+//!   once.
+//!
+//! Invariants: no password, token or `.dockerconfigjson` reaches a log; a failed refresh
+//! leaves the last good secret in place; nothing we did not create is overwritten or deleted.
+
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod cycle;
+pub mod dockerconfig;
+pub mod label_selector;
+pub mod namespaces;
+pub mod providers;
+pub mod telemetry;
+pub mod writer;

@@ -1,0 +1,59 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use regcred_refresher::cli::Cli;
+use regcred_refresher::config::{Config, WriteMode};
+use regcred_refresher::cycle::Refresher;
+use regcred_refresher::telemetry;
+
+/// Exit codes (also in the README): 0 every target written or unchanged, 1 a source or
+/// namespace failed (or the cluster was unreachable), 2 bad configuration.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(&cli.logging) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_cli(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client from KUBECONFIG or the in-cluster config")?;
+    let mode = config.write_mode;
+    if !config.once {
+        anyhow::bail!("daemon mode is not available yet: run with --once");
+    }
+    let refresher = Refresher::new(config, client).await;
+    let report = refresher.run_once().await;
+    print_outputs(&report, mode);
+    report.log_summary(mode);
+    Ok(report.success())
+}
+
+fn print_outputs(report: &regcred_refresher::cycle::CycleReport, mode: WriteMode) {
+    for ns in &report.namespaces {
+        match mode {
+            WriteMode::DryRunClient => ns.manifests.iter().for_each(|m| print!("---\n{m}")),
+            WriteMode::Diff => ns.diffs.iter().for_each(|d| println!("{d}")),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Which namespaces get the secrets: pure matching (names, globs, a label selector, an
+//! exclude list and a per-namespace opt-out annotation) plus the one list call that feeds it.
+//! Never creates a namespace: a named one that does not exist is reported as missing.
+
+use std::collections::BTreeMap;
+
+use glob::Pattern;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams};
+use kube::core::{PartialObjectMeta, Selector, SelectorExt};
+use tracing::{debug, warn};
+
+use crate::label_selector;
+
+/// Annotation a namespace owner sets to `"true"` to keep the refresher out.
+pub const SKIP_ANNOTATION: &str = "regcred-refresher.io/skip";
+
+#[derive(Debug)]
+pub struct FilterError {
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamespaceFilter {
+    include: Vec<Pattern>,
+    exclude: Vec<Pattern>,
+    selector: Option<Selector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Target,
+    NotIncluded,
+    Excluded,
+    SelectorMismatch,
+    OptedOut,
+    Terminating,
+}
+
+impl NamespaceFilter {
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        selector: Option<&str>,
+    ) -> Result<Self, FilterError> {
+        let patterns = |field: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    Pattern::new(p).map_err(|e| FilterError {
+                        field: format!("namespaces.{field}[{i}]"),
+                        problem: format!("{p:?} is not a valid glob: {}", e.msg),
+                        fix: "use a namespace name or a glob with * and ? (e.g. team-*)".into(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let selector = selector
+            .map(|s| {
+                label_selector::parse(s).map_err(|e| FilterError {
+                    field: "namespaces.selector".into(),
+                    problem: format!("{s:?}: {e}"),
+                    fix: "write it as kubectl's -l takes it, e.g. \"team in (a,b),env!=dev\""
+                        .into(),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            include: patterns("include", include)?,
+            exclude: patterns("exclude", exclude)?,
+            selector,
+        })
+    }
+
+    /// Names given literally (no glob characters): these are reported when missing.
+    pub fn literal_names(&self) -> impl Iterator<Item = &str> {
+        self.include
+            .iter()
+            .map(Pattern::as_str)
+            .filter(|p| !p.contains(['*', '?', '[']))
+    }
+
+    pub fn selector_string(&self) -> Option<String> {
+        self.selector.as_ref().map(ToString::to_string)
+    }
+
+    pub fn decide(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+        terminating: bool,
+    ) -> Decision {
+        if !self.include.iter().any(|p| p.matches(name)) {
+            Decision::NotIncluded
+        } else if self.exclude.iter().any(|p| p.matches(name)) {
+            Decision::Excluded
+        } else if self.selector.as_ref().is_some_and(|s| !s.matches(labels)) {
+            Decision::SelectorMismatch
+        } else if annotations.get(SKIP_ANNOTATION).map(String::as_str) == Some("true") {
+            Decision::OptedOut
+        } else if terminating {
+            Decision::Terminating
+        } else {
+            Decision::Target
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Resolution {
+    pub targets: Vec<String>,
+    /// Named in `include` but absent from the cluster.
+    pub missing: Vec<String>,
+    /// Matched by name but left alone, with the reason (excluded, opted out, terminating).
+    pub skipped: Vec<(String, Decision)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error(
+        "cannot list namespaces: {source}; fix: grant list on namespaces, or target a fixed list of names"
+    )]
+    List {
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Lists namespaces (metadata only) and applies the filter. With only literal names and no
+/// selector, an identity that may not list namespaces (namespaced install) still works: the
+/// names are taken as given, without the opt-out check.
+pub async fn resolve(
+    client: &kube::Client,
+    filter: &NamespaceFilter,
+) -> Result<Resolution, NamespaceError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut lp = ListParams::default();
+    if let Some(sel) = filter.selector_string() {
+        // Let the server do the selector work; `decide` checks it again for the watch path.
+        lp = lp.labels(&sel);
+    }
+    let list = match api.list_metadata(&lp).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 403 && only_literals(filter) => {
+            warn!("may not list namespaces; targeting the configured names as given");
+            let mut r = Resolution::default();
+            for name in filter.literal_names() {
+                match filter.decide(name, &BTreeMap::new(), &BTreeMap::new(), false) {
+                    Decision::Target => r.targets.push(name.to_string()),
+                    other => r.skipped.push((name.to_string(), other)),
+                }
+            }
+            return Ok(r);
+        }
+        Err(source) => return Err(NamespaceError::List { source }),
+    };
+    Ok(classify(filter, &list))
+}
+
+fn only_literals(filter: &NamespaceFilter) -> bool {
+    filter.selector.is_none() && filter.literal_names().count() == filter.include.len()
+}
+
+pub fn classify(filter: &NamespaceFilter, list: &[PartialObjectMeta<Namespace>]) -> Resolution {
+    let mut r = Resolution::default();
+    let empty = BTreeMap::new();
+    for ns in list {
+        let m = &ns.metadata;
+        let Some(name) = m.name.as_deref() else {
+            continue;
+        };
+        let decision = filter.decide(
+            name,
+            m.labels.as_ref().unwrap_or(&empty),
+            m.annotations.as_ref().unwrap_or(&empty),
+            m.deletion_timestamp.is_some(),
+        );
+        match decision {
+            Decision::Target => r.targets.push(name.to_string()),
+            Decision::NotIncluded => {}
+            Decision::SelectorMismatch if !filter.literal_names().any(|l| l == name) => {}
+            other => {
+                debug!(namespace = name, reason = ?other, "namespace skipped");
+                r.skipped.push((name.to_string(), other));
+            }
+        }
+    }
+    let present: std::collections::BTreeSet<&str> = list
+        .iter()
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
+    r.missing = filter
+        .literal_names()
+        .filter(|n| !present.contains(n))
+        .map(str::to_string)
+        .collect();
+    if filter.selector.is_some() {
+        // With a selector the server only returned matching namespaces; a literal name absent
+        // from that list may exist with other labels, so it is not "missing".
+        r.missing.clear();
+    }
+    r.targets.sort();
+    r.missing.sort();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::ObjectMeta;
+
+    use super::*;
+
+    fn filter(include: &[&str], exclude: &[&str], sel: Option<&str>) -> NamespaceFilter {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        NamespaceFilter::new(&s(include), &s(exclude), sel).unwrap()
+    }
+
+    fn ns(
+        name: &str,
+        labels: &[(&str, &str)],
+        skip: bool,
+        terminating: bool,
+    ) -> PartialObjectMeta<Namespace> {
+        let mut meta = ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        if skip {
+            meta.annotations = Some([(SKIP_ANNOTATION.to_string(), "true".to_string())].into());
+        }
+        if terminating {
+            meta.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Default::default(),
+            ));
+        }
+        PartialObjectMeta {
+            types: None,
+            metadata: meta,
+            _phantom: Default::default(),
+        }
+    }
+
+    #[test]
+    fn globs_exclude_optout_terminating_and_missing() {
+        let f = filter(&["team-*", "app", "ghost"], &["team-x*"], None);
+        let list = [
+            ns("team-a", &[], false, false),
+            ns("team-b", &[], true, false),
+            ns("team-xyz", &[], false, false),
+            ns("team-c", &[], false, true),
+            ns("app", &[], false, false),
+            ns("other", &[], false, false),
+        ];
+        let r = classify(&f, &list);
+        assert_eq!(r.targets, ["app", "team-a"]);
+        assert_eq!(r.missing, ["ghost"]);
+        let skipped: BTreeMap<_, _> = r.skipped.into_iter().collect();
+        assert_eq!(skipped["team-b"], Decision::OptedOut);
+        assert_eq!(skipped["team-xyz"], Decision::Excluded);
+        assert_eq!(skipped["team-c"], Decision::Terminating);
+        assert!(!skipped.contains_key("other"));
+    }
+
+    #[test]
+    fn selector_narrows_the_match() {
+        let f = filter(&["*"], &[], Some("team in (a)"));
+        assert_eq!(
+            f.decide(
+                "x",
+                &[("team".into(), "b".into())].into(),
+                &BTreeMap::new(),
+                false
+            ),
+            Decision::SelectorMismatch
+        );
+        assert_eq!(
+            f.decide(
+                "x",
+                &[("team".into(), "a".into())].into(),
+                &BTreeMap::new(),
+                false
+            ),
+            Decision::Target
+        );
+    }
+
+    #[test]
+    fn invalid_glob_names_the_index() {
+        let e = NamespaceFilter::new(&["ok".into(), "[".into()], &[], None).unwrap_err();
+        assert_eq!(e.field, "namespaces.include[1]");
+    }
+}

@@ -1,0 +1,218 @@
+//! AWS ECR: `GetAuthorizationToken` with the default credential chain (env, profile, IRSA web
+//! identity, EKS Pod Identity, IMDS) and an optional role assumed through STS.
+//!
+//! The SDK is built on rustls with ring only: a second crypto provider in the process makes
+//! rustls refuse to pick one and the kube client panic.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenOutput;
+use aws_smithy_http_client::tls;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use tracing::debug;
+
+use super::ProviderError;
+use crate::config::EcrConfig;
+use crate::credentials::{Credentials, RegistryCredential};
+
+pub struct EcrProvider {
+    name: String,
+    account_id: Option<String>,
+    client: aws_sdk_ecr::Client,
+}
+
+/// The shared SDK configuration for one region, with the ring-only HTTPS client.
+pub async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .http_client(http)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(timeout)
+                .build(),
+        )
+        .load()
+        .await
+}
+
+impl EcrProvider {
+    pub async fn new(name: &str, cfg: &EcrConfig, timeout: Duration) -> Self {
+        let base = sdk_config(&cfg.region, timeout).await;
+        let mut ecr_conf = aws_sdk_ecr::config::Builder::from(&base);
+        if let Some(role) = &cfg.assume_role {
+            let mut b = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+                .session_name(&role.session_name)
+                .configure(&base);
+            if let Some(id) = &role.external_id {
+                b = b.external_id(id);
+            }
+            ecr_conf = ecr_conf.credentials_provider(b.build().await);
+        }
+        Self {
+            name: name.to_string(),
+            account_id: cfg.account_id.clone(),
+            client: aws_sdk_ecr::Client::from_conf(ecr_conf.build()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+        let out = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| ProviderError::EcrCall {
+                source_name: self.name.clone(),
+                message: aws_sdk_ecr::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        credentials_from(&self.name, self.account_id.as_deref(), &out)
+    }
+}
+
+/// Turns the SDK answer into credentials. One token serves every registry the principal can
+/// reach in the region, so for another account's registry only the host changes.
+pub fn credentials_from(
+    name: &str,
+    account_id: Option<&str>,
+    out: &GetAuthorizationTokenOutput,
+) -> Result<Credentials, ProviderError> {
+    let bad = |problem: &str| ProviderError::EcrResponse {
+        source_name: name.to_string(),
+        problem: problem.to_string(),
+    };
+    let data = out
+        .authorization_data()
+        .first()
+        .ok_or_else(|| bad("authorizationData is empty"))?;
+    let token = data
+        .authorization_token()
+        .ok_or_else(|| bad("authorizationToken is missing"))?;
+    let (username, password) = decode_token(token).map_err(|p| bad(&p))?;
+    let endpoint = data
+        .proxy_endpoint()
+        .ok_or_else(|| bad("proxyEndpoint is missing"))?;
+    let host = registry_host(endpoint, account_id).map_err(|p| bad(&p))?;
+    let expires_at = data
+        .expires_at()
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
+    debug!(host = %host, expires_at = ?expires_at, "ecr token received");
+    Ok(Credentials {
+        source: name.to_string(),
+        entries: vec![RegistryCredential::new(host, username, &password)],
+        expires_at,
+    })
+}
+
+/// `authorizationToken` is base64 of `AWS:<password>`; anything else is refused. The error
+/// never quotes the token.
+pub fn decode_token(token: &str) -> Result<(String, String), String> {
+    let raw = STANDARD
+        .decode(token.trim())
+        .map_err(|_| "authorizationToken is not base64".to_string())?;
+    let text = String::from_utf8(raw).map_err(|_| "authorizationToken is not UTF-8".to_string())?;
+    let (user, pass) = text
+        .split_once(':')
+        .ok_or_else(|| "authorizationToken does not decode to user:password".to_string())?;
+    if user.is_empty() || pass.is_empty() {
+        return Err("authorizationToken has an empty user or password".into());
+    }
+    Ok((user.to_string(), pass.to_string()))
+}
+
+/// `https://123.dkr.ecr.us-east-1.amazonaws.com` → `123.dkr.ecr.us-east-1.amazonaws.com`,
+/// with the account swapped for `account_id` when one is configured.
+pub fn registry_host(proxy_endpoint: &str, account_id: Option<&str>) -> Result<String, String> {
+    let host = proxy_endpoint
+        .trim()
+        .strip_prefix("https://")
+        .or_else(|| proxy_endpoint.strip_prefix("http://"))
+        .unwrap_or(proxy_endpoint)
+        .trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "proxyEndpoint {proxy_endpoint:?} is not a registry URL"
+        ));
+    }
+    match (account_id, host.split_once('.')) {
+        (Some(acct), Some((_, rest))) => Ok(format!("{acct}.{rest}")),
+        _ => Ok(host.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecr::primitives::DateTime as AwsDateTime;
+    use aws_sdk_ecr::types::AuthorizationData;
+
+    use super::*;
+
+    fn output(token: &str) -> GetAuthorizationTokenOutput {
+        GetAuthorizationTokenOutput::builder()
+            .authorization_data(
+                AuthorizationData::builder()
+                    .authorization_token(token)
+                    .proxy_endpoint("https://111122223333.dkr.ecr.eu-west-1.amazonaws.com")
+                    .expires_at(AwsDateTime::from_secs(1_900_000_000))
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn decodes_host_user_password_and_expiry() {
+        let c = credentials_from("e", None, &output(&STANDARD.encode("AWS:pa:ss"))).unwrap();
+        let e = &c.entries[0];
+        assert_eq!(e.server, "111122223333.dkr.ecr.eu-west-1.amazonaws.com");
+        assert_eq!((e.username.as_str(), e.password()), ("AWS", "pa:ss"));
+        assert_eq!(c.expires_at.unwrap().timestamp(), 1_900_000_000);
+    }
+
+    #[test]
+    fn account_id_selects_the_other_registry() {
+        let c = credentials_from(
+            "e",
+            Some("444455556666"),
+            &output(&STANDARD.encode("AWS:p")),
+        )
+        .unwrap();
+        assert_eq!(
+            c.entries[0].server,
+            "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_without_echo() {
+        for (token, want) in [
+            ("not base64!!", "not base64"),
+            (&STANDARD.encode("nocolonsecret") as &str, "user:password"),
+            (&STANDARD.encode(":secret"), "empty"),
+            (&STANDARD.encode([0xff, 0xfe, b':', b'x']), "UTF-8"),
+        ] {
+            let err = credentials_from("e", None, &output(token))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        let empty = GetAuthorizationTokenOutput::builder().build();
+        assert!(
+            credentials_from("e", None, &empty)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Google Container Registry / Artifact Registry: an OAuth2 access token from gcp_auth (a
+//! service-account key, GKE Workload Identity through the metadata server, or gcloud ADC),
+//! used as the password of `oauth2accesstoken` on every configured host.
+//!
+//! The token's real expiry is kept: the GKE metadata server hands out cached tokens that may
+//! have only minutes left.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gcp_auth::{CustomServiceAccount, TokenProvider};
+use tokio::sync::OnceCell;
+
+use super::ProviderError;
+use crate::config::GoogleConfig;
+use crate::credentials::{Credentials, RegistryCredential};
+
+pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+pub const USERNAME: &str = "oauth2accesstoken";
+
+pub struct GoogleProvider {
+    name: String,
+    hosts: Vec<String>,
+    key_file: Option<PathBuf>,
+    // Built on first use: the default chain probes the metadata server, which takes seconds
+    // off GCP, and a failure there is a fetch failure to retry, not a start-up failure.
+    auth: OnceCell<Arc<dyn TokenProvider>>,
+}
+
+impl GoogleProvider {
+    pub fn new(name: &str, cfg: &GoogleConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            hosts: cfg.hosts.clone(),
+            key_file: cfg.key_file.clone(),
+            auth: OnceCell::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn auth(&self) -> Result<&Arc<dyn TokenProvider>, gcp_auth::Error> {
+        self.auth
+            .get_or_try_init(|| async {
+                match &self.key_file {
+                    Some(path) => {
+                        Ok(Arc::new(CustomServiceAccount::from_file(path)?)
+                            as Arc<dyn TokenProvider>)
+                    }
+                    None => gcp_auth::provider().await,
+                }
+            })
+            .await
+    }
+
+    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+        let fail = |e: gcp_auth::Error| ProviderError::Google {
+            source_name: self.name.clone(),
+            message: explain(&e),
+        };
+        let token = self
+            .auth()
+            .await
+            .map_err(fail)?
+            .token(&[SCOPE])
+            .await
+            .map_err(fail)?;
+        Ok(Credentials {
+            source: self.name.clone(),
+            entries: self
+                .hosts
+                .iter()
+                .map(|h| RegistryCredential::new(h.clone(), USERNAME, token.as_str()))
+                .collect(),
+            expires_at: Some(token.expires_at()),
+        })
+    }
+}
+
+/// gcp_auth's top-level message hides the cause; walk the chain so the log says why.
+fn explain(e: &gcp_auth::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cur = c.source();
+    }
+    if matches!(e, gcp_auth::Error::NoAuthMethod(..)) {
+        msg.push_str("; fix: set keyFile or GOOGLE_APPLICATION_CREDENTIALS to a service-account key, or run on GKE with Workload Identity");
+    }
+    msg
+}

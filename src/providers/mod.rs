@@ -1,0 +1,120 @@
+//! Credential sources. Each configured registry becomes one [`Provider`]; a fetch returns
+//! [`Credentials`] with their expiry. One fetch per source per cycle, however many namespaces
+//! the credentials go to.
+
+use std::time::Duration;
+
+use tracing::{Instrument, info_span};
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::credentials::Credentials;
+
+pub mod ecr;
+pub mod google;
+pub mod static_creds;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(
+        "source {source_name}: no answer within {after:?}; fix: check network access to the provider, or raise --provider-timeout"
+    )]
+    Timeout {
+        source_name: String,
+        after: Duration,
+    },
+    #[error("source {source_name}: ECR GetAuthorizationToken failed: {message}")]
+    EcrCall {
+        source_name: String,
+        message: String,
+    },
+    #[error("source {source_name}: ECR answered with an unusable token: {problem}")]
+    EcrResponse {
+        source_name: String,
+        problem: String,
+    },
+    #[error("source {source_name}: Google access token: {message}")]
+    Google {
+        source_name: String,
+        message: String,
+    },
+    #[error("source {source_name}: cannot read {what}: {message}")]
+    StaticRead {
+        source_name: String,
+        what: String,
+        message: String,
+    },
+    #[error("source {source_name}: {what}: {source}")]
+    StaticParse {
+        source_name: String,
+        what: String,
+        #[source]
+        source: crate::dockerconfig::DockerConfigError,
+    },
+}
+
+impl ProviderError {
+    /// Short, stable label for the failure counter.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::EcrCall { .. } => "ecr_call",
+            Self::EcrResponse { .. } => "ecr_response",
+            Self::Google { .. } => "google",
+            Self::StaticRead { .. } => "static_read",
+            Self::StaticParse { .. } => "static_parse",
+        }
+    }
+}
+
+pub enum Provider {
+    Ecr(ecr::EcrProvider),
+    Google(google::GoogleProvider),
+    Static(static_creds::StaticProvider),
+}
+
+impl Provider {
+    /// Builds the client for a source. Nothing here talks to the provider yet.
+    pub async fn new(cfg: &SourceConfig, timeout: Duration) -> Self {
+        match &cfg.kind {
+            SourceKind::Ecr(e) => Self::Ecr(ecr::EcrProvider::new(&cfg.name, e, timeout).await),
+            SourceKind::Google(g) => Self::Google(google::GoogleProvider::new(&cfg.name, g)),
+            SourceKind::Static(s) => Self::Static(static_creds::StaticProvider::new(&cfg.name, s)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Ecr(p) => p.name(),
+            Self::Google(p) => p.name(),
+            Self::Static(p) => p.name(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ecr(_) => "ecr",
+            Self::Google(_) => "google",
+            Self::Static(_) => "static",
+        }
+    }
+
+    /// Fetches fresh credentials, bounded by `timeout` whatever the SDK underneath does.
+    pub async fn fetch(&self, timeout: Duration) -> Result<Credentials, ProviderError> {
+        let span = info_span!("fetch", source = self.name(), kind = self.kind());
+        let work = async {
+            match self {
+                Self::Ecr(p) => p.fetch().await,
+                Self::Google(p) => p.fetch().await,
+                Self::Static(p) => p.fetch(),
+            }
+        };
+        tokio::time::timeout(timeout, work.instrument(span))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProviderError::Timeout {
+                    source_name: self.name().to_string(),
+                    after: timeout,
+                })
+            })
+    }
+}

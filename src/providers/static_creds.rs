@@ -1,0 +1,116 @@
+//! Static credentials (Docker Hub, Quay, any registry): a username and password, or a whole
+//! `.dockerconfigjson`, read from files (a mounted Secret) or environment variables at every
+//! fetch, so a rotated Secret is picked up without a restart. They carry no expiry.
+
+use super::ProviderError;
+use crate::config::{StaticConfig, ValueFrom};
+use crate::credentials::{Credentials, RegistryCredential};
+use crate::dockerconfig;
+
+pub struct StaticProvider {
+    name: String,
+    cfg: StaticConfig,
+}
+
+impl StaticProvider {
+    pub fn new(name: &str, cfg: &StaticConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn fetch(&self) -> Result<Credentials, ProviderError> {
+        let entries = match &self.cfg {
+            StaticConfig::Login {
+                server,
+                username,
+                password,
+                email,
+            } => {
+                let username = self.read(username, "username")?;
+                let password = self.read(password, "password")?;
+                let mut c = RegistryCredential::new(server.clone(), username, &password);
+                c.email = email.clone();
+                vec![c]
+            }
+            StaticConfig::DockerConfigJson(from) => {
+                let text = self.read(from, "dockerConfigJson")?;
+                dockerconfig::parse(text.as_bytes()).map_err(|source| {
+                    ProviderError::StaticParse {
+                        source_name: self.name.clone(),
+                        what: "dockerConfigJson".into(),
+                        source,
+                    }
+                })?
+            }
+        };
+        Ok(Credentials {
+            source: self.name.clone(),
+            entries,
+            expires_at: None,
+        })
+    }
+
+    fn read(&self, from: &ValueFrom, what: &str) -> Result<String, ProviderError> {
+        let fail = |message: String| ProviderError::StaticRead {
+            source_name: self.name.clone(),
+            what: what.to_string(),
+            message,
+        };
+        let value = match from {
+            ValueFrom::Literal(v) => v.clone(),
+            ValueFrom::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
+            ValueFrom::Env(var) => {
+                std::env::var(var).map_err(|e| fail(format!("environment variable {var}: {e}")))?
+            }
+        };
+        // Files written with `echo` end in a newline that is not part of the secret.
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        if value.is_empty() {
+            return Err(fail("it is empty".into()));
+        }
+        Ok(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn reads_files_each_time_and_trims_one_newline() {
+        let dir = std::env::temp_dir().join(format!("regcred-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pass = dir.join("p");
+        std::fs::write(&pass, "s3cr:et\n").unwrap();
+        let p = StaticProvider::new(
+            "hub",
+            &StaticConfig::Login {
+                server: "https://index.docker.io/v1/".into(),
+                username: ValueFrom::Literal("me".into()),
+                password: ValueFrom::File(pass.clone()),
+                email: Some("me@example.com".into()),
+            },
+        );
+        let c = p.fetch().unwrap();
+        assert_eq!(c.entries[0].password(), "s3cr:et");
+        assert!(c.expires_at.is_none());
+        std::fs::File::create(&pass)
+            .unwrap()
+            .write_all(b"rotated")
+            .unwrap();
+        assert_eq!(p.fetch().unwrap().entries[0].password(), "rotated");
+        std::fs::write(&pass, "").unwrap();
+        assert!(p.fetch().unwrap_err().to_string().contains("empty"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

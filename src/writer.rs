@@ -1,0 +1,492 @@
+//! Puts one image pull secret into one namespace, and references it from ServiceAccounts.
+//!
+//! Server-side apply under our own field manager, and only onto secrets we manage: a
+//! same-named secret someone else created is left untouched (a conflict) unless the user
+//! opted in to adopt it. No write when nothing changed. Never deletes anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use serde_json::json;
+use tracing::{Instrument, debug, info_span};
+use zeroize::Zeroizing;
+
+use crate::config::WriteMode;
+
+pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub const DATA_KEY: &str = ".dockerconfigjson";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "regcred-refresher";
+pub const SOURCES_ANNOTATION: &str = "regcred-refresher.io/sources";
+pub const EXPIRES_ANNOTATION: &str = "regcred-refresher.io/expires-at";
+
+/// The rendered `.dockerconfigjson`: zeroized on drop, never printed by `Debug`.
+#[derive(Clone)]
+pub struct Payload(Arc<Zeroizing<Vec<u8>>>);
+
+impl Payload {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(Zeroizing::new(bytes)))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload([redacted; {} bytes])", self.0.len())
+    }
+}
+
+/// One secret as it should be, the same in every namespace.
+#[derive(Debug, Clone)]
+pub struct DesiredSecret {
+    pub name: String,
+    pub payload: Payload,
+    pub sources: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub adopt: bool,
+}
+
+impl DesiredSecret {
+    fn labels(&self) -> BTreeMap<String, String> {
+        [(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into()
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([(SOURCES_ANNOTATION.to_string(), self.sources.join(","))]);
+        if let Some(t) = self.expires_at {
+            a.insert(
+                EXPIRES_ANNOTATION.to_string(),
+                t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            );
+        }
+        a
+    }
+
+    /// The object we apply: only the fields we own.
+    pub fn to_secret(&self, namespace: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(self.labels()),
+                annotations: Some(self.annotations()),
+                ..Default::default()
+            },
+            type_: Some(SECRET_TYPE.to_string()),
+            data: Some(
+                [(
+                    DATA_KEY.to_string(),
+                    ByteString(self.payload.bytes().to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SecretOutcome {
+    Created,
+    Updated(Vec<String>),
+    Unchanged,
+    /// A same-named secret we do not manage; left untouched.
+    Conflict,
+    Failed(WriteError),
+}
+
+impl SecretOutcome {
+    pub fn in_place(&self) -> bool {
+        matches!(self, Self::Created | Self::Updated(_) | Self::Unchanged)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "secret {namespace}/{secret}: forbidden to {verb}; fix: grant {verb} on secrets in namespace {namespace} to the refresher's identity ({message})"
+    )]
+    Forbidden {
+        namespace: String,
+        secret: String,
+        verb: &'static str,
+        message: String,
+    },
+    #[error(
+        "secret {namespace}/{secret} has type {found:?}, not {SECRET_TYPE}; the type is immutable: fix: delete that secret or configure another name"
+    )]
+    WrongType {
+        namespace: String,
+        secret: String,
+        found: String,
+    },
+    #[error("secret {namespace}/{secret}: namespace not found")]
+    NamespaceGone { namespace: String, secret: String },
+    #[error("secret {namespace}/{secret}: {op} failed: {source}")]
+    Api {
+        namespace: String,
+        secret: String,
+        op: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "secret {secret}: not written because source(s) {sources} failed; the last good secret stays in place"
+    )]
+    SourceFailed { secret: String, sources: String },
+}
+
+impl WriteError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Forbidden { .. } => "forbidden",
+            Self::WrongType { .. } => "wrong_type",
+            Self::NamespaceGone { .. } => "namespace_gone",
+            Self::Api { .. } => "api",
+            Self::SourceFailed { .. } => "source_failed",
+        }
+    }
+
+    fn from_kube(namespace: &str, secret: &str, op: &'static str, e: kube::Error) -> Self {
+        match &e {
+            kube::Error::Api(s) if s.code == 403 => Self::Forbidden {
+                namespace: namespace.into(),
+                secret: secret.into(),
+                verb: op,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 404 && op != "get" => Self::NamespaceGone {
+                namespace: namespace.into(),
+                secret: secret.into(),
+            },
+            _ => Self::Api {
+                namespace: namespace.into(),
+                secret: secret.into(),
+                op,
+                source: e,
+            },
+        }
+    }
+}
+
+/// What the run prints instead of (or besides) writing.
+#[derive(Debug, Default)]
+pub struct Printed {
+    pub manifest: Option<String>,
+    pub diff: Option<String>,
+}
+
+pub struct Writer {
+    client: kube::Client,
+    mode: WriteMode,
+    field_manager: String,
+}
+
+impl Writer {
+    pub fn new(client: kube::Client, mode: WriteMode, field_manager: String) -> Self {
+        Self {
+            client,
+            mode,
+            field_manager,
+        }
+    }
+
+    pub async fn write_secret(
+        &self,
+        namespace: &str,
+        desired: &DesiredSecret,
+    ) -> (SecretOutcome, Printed) {
+        let span = info_span!("write", namespace, secret = %desired.name);
+        self.write_inner(namespace, desired).instrument(span).await
+    }
+
+    async fn write_inner(
+        &self,
+        namespace: &str,
+        desired: &DesiredSecret,
+    ) -> (SecretOutcome, Printed) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let fail = |e| (SecretOutcome::Failed(e), Printed::default());
+        let existing = match api.get_opt(&desired.name).await {
+            Ok(e) => e,
+            Err(e) => return fail(WriteError::from_kube(namespace, &desired.name, "get", e)),
+        };
+        let changes = match &existing {
+            None => None,
+            Some(cur) => {
+                let managed = cur
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY_LABEL))
+                    .is_some_and(|v| v == MANAGED_BY);
+                if !managed && !desired.adopt {
+                    return (SecretOutcome::Conflict, Printed::default());
+                }
+                let found = cur.type_.clone().unwrap_or_else(|| "Opaque".into());
+                if found != SECRET_TYPE {
+                    return fail(WriteError::WrongType {
+                        namespace: namespace.into(),
+                        secret: desired.name.clone(),
+                        found,
+                    });
+                }
+                Some(changes(cur, desired, managed))
+            }
+        };
+        let outcome = match &changes {
+            None => SecretOutcome::Created,
+            Some(c) if c.is_empty() => SecretOutcome::Unchanged,
+            Some(c) => SecretOutcome::Updated(c.clone()),
+        };
+        let mut printed = Printed::default();
+        match self.mode {
+            WriteMode::DryRunClient => {
+                printed.manifest = Some(manifest_yaml(&desired.to_secret(namespace)));
+                return (outcome, printed);
+            }
+            WriteMode::Diff => {
+                printed.diff = Some(describe(namespace, &desired.name, &outcome));
+                return (outcome, printed);
+            }
+            WriteMode::Apply | WriteMode::DryRunServer => {}
+        }
+        if matches!(outcome, SecretOutcome::Unchanged) {
+            debug!("unchanged, no write");
+            return (outcome, printed);
+        }
+        let mut pp = PatchParams::apply(&self.field_manager).force();
+        pp.dry_run = self.mode == WriteMode::DryRunServer;
+        match api
+            .patch(
+                &desired.name,
+                &pp,
+                &Patch::Apply(&desired.to_secret(namespace)),
+            )
+            .await
+        {
+            Ok(_) => (outcome, printed),
+            Err(e) => fail(WriteError::from_kube(namespace, &desired.name, "patch", e)),
+        }
+    }
+
+    /// Adds references to `secrets` to a ServiceAccount's `imagePullSecrets`, keeping every
+    /// other entry. That list is atomic on ServiceAccount, so server-side apply would replace
+    /// it whole: read, modify, and patch with a resourceVersion precondition instead.
+    pub async fn reference_from_service_account(
+        &self,
+        namespace: &str,
+        sa: &str,
+        secrets: &[&str],
+    ) -> SaOutcome {
+        let span = info_span!("service_account", namespace, service_account = sa);
+        async {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            for _attempt in 0..5 {
+                let cur = match api.get_opt(sa).await {
+                    Ok(Some(cur)) => cur,
+                    Ok(None) => return SaOutcome::Missing,
+                    Err(e) => return SaOutcome::Failed(e.to_string()),
+                };
+                let mut refs = cur.image_pull_secrets.clone().unwrap_or_default();
+                let missing: Vec<&str> = secrets
+                    .iter()
+                    .copied()
+                    .filter(|s| !refs.iter().any(|r| r.name == *s))
+                    .collect();
+                if missing.is_empty() {
+                    return SaOutcome::Unchanged;
+                }
+                if matches!(self.mode, WriteMode::DryRunClient | WriteMode::Diff) {
+                    return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
+                }
+                refs.extend(missing.iter().map(|s| LocalObjectReference {
+                    name: s.to_string(),
+                }));
+                let patch = json!({
+                    "metadata": { "resourceVersion": cur.metadata.resource_version },
+                    "imagePullSecrets": refs,
+                });
+                let pp = PatchParams {
+                    dry_run: self.mode == WriteMode::DryRunServer,
+                    field_manager: Some(self.field_manager.clone()),
+                    ..Default::default()
+                };
+                match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
+                    Ok(_) => {
+                        return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        debug!("serviceaccount changed under us, retrying");
+                    }
+                    Err(e) => return SaOutcome::Failed(e.to_string()),
+                }
+            }
+            SaOutcome::Failed(
+                "kept conflicting with concurrent updates (409) after 5 attempts".into(),
+            )
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SaOutcome {
+    Patched(Vec<String>),
+    Unchanged,
+    Missing,
+    Failed(String),
+}
+
+/// What differs between the live secret and the desired one, by registry host and metadata
+/// key: never the values.
+fn changes(cur: &Secret, desired: &DesiredSecret, managed: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !managed {
+        out.push("adopted".to_string());
+    }
+    let live = cur
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DATA_KEY))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    if live != desired.payload.bytes() {
+        let hosts = |bytes: &[u8]| -> BTreeMap<String, serde_json::Value> {
+            serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("auths").cloned())
+                .and_then(|a| serde_json::from_value(a).ok())
+                .unwrap_or_default()
+        };
+        let (old, new) = (hosts(live), hosts(desired.payload.bytes()));
+        for (h, v) in &new {
+            match old.get(h) {
+                None => out.push(format!("credentials added for {h}")),
+                Some(o) if o != v => out.push(format!("credentials changed for {h}")),
+                _ => {}
+            }
+        }
+        for h in old.keys().filter(|h| !new.contains_key(*h)) {
+            out.push(format!("credentials removed for {h}"));
+        }
+        if out.is_empty() || out == ["adopted"] {
+            out.push("credentials document rewritten".to_string());
+        }
+    }
+    let empty = BTreeMap::new();
+    for (kind, live, want) in [
+        (
+            "label",
+            cur.metadata.labels.as_ref().unwrap_or(&empty),
+            desired.labels(),
+        ),
+        (
+            "annotation",
+            cur.metadata.annotations.as_ref().unwrap_or(&empty),
+            desired.annotations(),
+        ),
+    ] {
+        for (k, v) in &want {
+            if live.get(k) != Some(v) {
+                out.push(format!("{kind} {k}"));
+            }
+        }
+        if kind == "annotation"
+            && !want.contains_key(EXPIRES_ANNOTATION)
+            && live.contains_key(EXPIRES_ANNOTATION)
+        {
+            out.push(format!("annotation {EXPIRES_ANNOTATION} removed"));
+        }
+    }
+    out
+}
+
+fn describe(namespace: &str, secret: &str, outcome: &SecretOutcome) -> String {
+    match outcome {
+        SecretOutcome::Created => format!("{namespace}/{secret}: would create"),
+        SecretOutcome::Unchanged => format!("{namespace}/{secret}: unchanged"),
+        SecretOutcome::Updated(c) => {
+            format!("{namespace}/{secret}: would update: {}", c.join("; "))
+        }
+        SecretOutcome::Conflict => {
+            format!("{namespace}/{secret}: conflict: exists and is not managed by {MANAGED_BY}")
+        }
+        SecretOutcome::Failed(e) => format!("{namespace}/{secret}: {e}"),
+    }
+}
+
+/// YAML like `kubectl create secret docker-registry … --dry-run=client -o yaml` prints.
+pub fn manifest_yaml(secret: &Secret) -> String {
+    serde_saphyr::to_string(secret).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(payload: &[u8]) -> DesiredSecret {
+        DesiredSecret {
+            name: "regcred".into(),
+            payload: Payload::new(payload.to_vec()),
+            sources: vec!["a".into(), "b".into()],
+            expires_at: DateTime::from_timestamp(1_900_000_000, 0),
+            adopt: false,
+        }
+    }
+
+    #[test]
+    fn secret_carries_type_label_and_annotations() {
+        let s = desired(b"{}").to_secret("ns");
+        assert_eq!(s.type_.as_deref(), Some(SECRET_TYPE));
+        let ann = s.metadata.annotations.unwrap();
+        assert_eq!(ann[SOURCES_ANNOTATION], "a,b");
+        assert_eq!(ann[EXPIRES_ANNOTATION], "2030-03-17T17:46:40Z");
+        assert_eq!(s.metadata.labels.unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
+    }
+
+    #[test]
+    fn changes_name_hosts_and_keys_never_values() {
+        let old = br#"{"auths":{"h1":{"auth":"x"},"gone":{"auth":"y"}}}"#;
+        let new = br#"{"auths":{"h1":{"auth":"SECRETNEW"},"h2":{"auth":"z"}}}"#;
+        let live = desired(old).to_secret("ns");
+        let c = changes(&live, &desired(new), true);
+        assert_eq!(
+            c,
+            [
+                "credentials changed for h1",
+                "credentials added for h2",
+                "credentials removed for gone"
+            ]
+        );
+        assert!(changes(&live, &desired(old), true).is_empty());
+        let text = c.join(" ");
+        assert!(!text.contains("SECRETNEW"));
+    }
+
+    #[test]
+    fn manifest_is_yaml_with_base64_data() {
+        let y = manifest_yaml(&desired(b"{\"auths\":{}}").to_secret("team-a"));
+        assert!(y.contains("kind: Secret"), "{y}");
+        assert!(y.contains("type: kubernetes.io/dockerconfigjson"), "{y}");
+        assert!(y.contains("eyJhdXRocyI6e319"), "{y}");
+    }
+
+    #[test]
+    fn payload_debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Payload::new(b"abc".to_vec())),
+            "Payload([redacted; 3 bytes])"
+        );
+    }
+}
