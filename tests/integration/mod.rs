@@ -1,0 +1,7 @@
+mod common;
+mod google;
+mod once_ecr;
+mod once_static;
+mod ownership;
+mod rbac;
+mod smoke;
