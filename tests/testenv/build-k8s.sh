@@ -48,6 +48,10 @@ regen() {
     echo
     echo "go $gover"
     echo
+    if grep -q '^godebug' "$kmod"; then
+      grep '^godebug' "$kmod"
+      echo
+    fi
     echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
     echo
     echo "require k8s.io/kubernetes v$K8S_VERSION"
@@ -102,6 +106,9 @@ grep -qE "k8s\.io/api => k8s\.io/api ${STAGING_VERSION//./\\.}\$" "$KAS_MOD/go.m
 grep -qE "^(require)?[[:space:]]*go\.etcd\.io/etcd/server/v3 v${ETCD_VERSION//./\\.}( //.*)?\$" "$ETCD_MOD/go.mod" \
   || die "$ETCD_MOD/go.mod does not require etcd server v$ETCD_VERSION; run: bash $0 --regen"
 
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
 command -v go >/dev/null || die "go not found in PATH (needed to build kube-apiserver and etcd)"
 
 # One build at a time per cache dir (concurrent `make test` runs wait here).

@@ -67,7 +67,8 @@ alive() { # pid [starttime]: running (not a zombie) and, if given, same start ti
   [[ -z "${2:-}" || "${st#* }" == "$2" ]]
 }
 
-# start NAME LOGFILE CMD... : runs CMD in its own session, records "NAME PID START".
+# start NAME LOGFILE CMD... : runs CMD in its own session, records "NAME PID START",
+# sets LAST_PID.
 start_proc() {
   local name="$1" logf="$2"
   shift 2
@@ -80,7 +81,7 @@ start_proc() {
   done
   printf '%s %s %s\n' "$name" "$pid" "${st:-0}" >>"$DIR/pids"
   log "started $name (pid $pid)"
-  eval "PID_$(tr -c 'A-Za-z0-9' '_' <<<"$name" | sed 's/_*$//')=$pid"
+  LAST_PID=$pid
 }
 
 check_alive() { # NAME PID LOG
@@ -247,10 +248,12 @@ do_up() {
     --initial-cluster-state new \
     --unsafe-no-fsync \
     --log-level warn
+  local pid_etcd=$LAST_PID
 
   # 3./4. moto and the Google fixture start while etcd warms up
   local moto_log="$DIR/logs/moto.log"
   start_proc moto "$moto_log" "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
+  local pid_moto=$LAST_PID
 
   mkdir -p "$DIR/google"
   chmod 700 "$DIR/google"
@@ -261,8 +264,9 @@ do_up() {
   start_proc google-token-fixture "$google_log" "$venv/bin/python" -u \
     "$REPO/tests/fixtures/google_token_server.py" serve \
     --host 127.0.0.1 --port "$google_port" --key-file "$google_key"
+  local pid_google=$LAST_PID
 
-  wait_for etcd "$PID_etcd" "$etcd_log" \
+  wait_for etcd "$pid_etcd" "$etcd_log" \
     sh -c "curl -fsS --max-time 2 '$etcd_url/health' | grep -q '\"health\":\"true\"'"
 
   # 2. kube-apiserver
@@ -286,12 +290,13 @@ do_up() {
     --allow-privileged=true \
     --profiling=false \
     --v=1
+  local pid_api=$LAST_PID
 
-  wait_for moto "$PID_moto" "$moto_log" \
+  wait_for moto "$pid_moto" "$moto_log" \
     curl -sS --max-time 2 -o /dev/null "$moto_url/moto-api/"
-  wait_for google-token-fixture "$PID_google_token_fixture" "$google_log" \
+  wait_for google-token-fixture "$pid_google" "$google_log" \
     curl -fsS --max-time 2 "$google_url/healthz"
-  wait_for kube-apiserver "$PID_kube_apiserver" "$api_log" \
+  wait_for kube-apiserver "$pid_api" "$api_log" \
     sh -c "curl -fsS --max-time 5 --cacert '$pki/ca.crt' --cert '$DIR/users/regcred-admin/client.crt' --key '$DIR/users/regcred-admin/client.key' '$api_url/readyz' | grep -qx ok"
 
   q() { printf '%q' "$1"; }
