@@ -37,6 +37,9 @@ pub struct Cli {
     pub tuning: Tuning,
 
     #[command(flatten)]
+    pub daemon: Daemon,
+
+    #[command(flatten)]
     pub logging: Logging,
 }
 
@@ -108,6 +111,62 @@ pub struct Tuning {
         default_value = "regcred-refresher"
     )]
     pub field_manager: String,
+}
+
+/// Daemon mode only (without --once).
+#[derive(Debug, Args)]
+pub struct Daemon {
+    /// Refresh every source on this schedule (5-field cron, UTC, as in a Kubernetes CronJob),
+    /// and earlier when a credential nears its expiry.
+    #[arg(long, env = "REGCRED_SCHEDULE", default_value = "0 * * * *")]
+    pub schedule: String,
+
+    /// Refresh when this fraction of a credential's lifetime remains (0.25 of a 12 h ECR token:
+    /// 3 h before expiry).
+    #[arg(long, env = "REGCRED_REFRESH_MARGIN", default_value_t = 0.25)]
+    pub refresh_margin: f64,
+
+    /// Floor, in seconds, between two refreshes of one source (guards against clock skew and
+    /// already-expired tokens).
+    #[arg(long, env = "REGCRED_MIN_REFRESH_INTERVAL", default_value_t = 60)]
+    pub min_refresh_interval: u64,
+
+    /// Cap, in seconds, of the retry backoff after a failed fetch.
+    #[arg(long, env = "REGCRED_MAX_BACKOFF", default_value_t = 300)]
+    pub max_backoff: u64,
+
+    /// Address of the admin server: /healthz, /readyz, /metrics.
+    #[arg(long, env = "REGCRED_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// Elect a leader through a coordination.k8s.io Lease, so several replicas are safe.
+    #[arg(long, env = "REGCRED_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "REGCRED_LEASE_NAME", default_value = "regcred-refresher")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: POD_NAMESPACE, else the in-cluster namespace).
+    #[arg(long, env = "REGCRED_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a leader holds the Lease without renewing it.
+    #[arg(long, env = "REGCRED_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+
+    /// Delete the secrets we manage (and our ServiceAccount references) from namespaces that
+    /// stop matching, and secrets removed from the configuration. Never anything else.
+    #[arg(long, env = "REGCRED_PRUNE")]
+    pub prune: bool,
+
+    /// Record Kubernetes Events for failures users should see.
+    #[arg(long, env = "REGCRED_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// Seconds in-flight writes may take to finish on SIGTERM.
+    #[arg(long, env = "REGCRED_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
 }
 
 #[derive(Debug, Args)]
