@@ -1,0 +1,296 @@
+{{/* Names, labels, the rendered configuration, and the feature switches RBAC is built from. */}}
+
+{{- define "regcred-refresher.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "regcred-refresher.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "regcred-refresher.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "regcred-refresher.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "regcred-refresher.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Not app.kubernetes.io/managed-by=regcred-refresher: that label marks the secrets the
+refresher owns; chart objects carry Helm's. */}}
+{{- define "regcred-refresher.labels" -}}
+helm.sh/chart: {{ include "regcred-refresher.chart" . }}
+{{ include "regcred-refresher.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "regcred-refresher.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "regcred-refresher.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "regcred-refresher.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "regcred-refresher.daemon" -}}
+{{- if eq .Values.mode "deployment" }}true{{ end }}
+{{- end }}
+
+{{- define "regcred-refresher.leaderElection" -}}
+{{- if and (include "regcred-refresher.daemon" .) (or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1)) }}true{{ end }}
+{{- end }}
+
+{{- define "regcred-refresher.prune" -}}
+{{- if and (include "regcred-refresher.daemon" .) .Values.prune }}true{{ end }}
+{{- end }}
+
+{{- define "regcred-refresher.events" -}}
+{{- if and (include "regcred-refresher.daemon" .) .Values.events }}true{{ end }}
+{{- end }}
+
+{{- define "regcred-refresher.leaseName" -}}
+{{- default (include "regcred-refresher.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "regcred-refresher.secretsDir" -}}/etc/regcred/secrets{{- end }}
+
+{{/* The managed secret names: the only names RBAC grants get/create/patch on. */}}
+{{- define "regcred-refresher.secretNames" -}}
+{{- $names := list }}
+{{- range $i, $s := .Values.config.secrets }}
+{{- $names = append $names (required (printf "config.secrets[%d].name is required" $i) $s.name) }}
+{{- end }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{/* Target namespaces of namespaced mode: literal names, no selector (checked here). */}}
+{{- define "regcred-refresher.targetNamespaces" -}}
+{{- $ns := .Values.config.namespaces }}
+{{- if $ns.selector }}
+{{- fail "rbac.namespaced: true cannot be combined with config.namespaces.selector (a selector needs to list namespaces cluster-wide)" }}
+{{- end }}
+{{- range $ns.include }}
+{{- if regexMatch "[*?\\[]" . }}
+{{- fail (printf "rbac.namespaced: true needs literal names in config.namespaces.include, found the glob %q" .) }}
+{{- end }}
+{{- end }}
+{{- toJson (without (uniq $ns.include) $ns.exclude) }}
+{{- end }}
+
+{{/* secretRef NAME DEFAULT-KEY -> the mounted file path */}}
+{{- define "regcred-refresher.refPath" -}}
+{{- $ref := index . 0 }}
+{{- printf "%s/%s/%s" (include "regcred-refresher.secretsDir" nil) (required "a *SecretRef needs a name" $ref.name) (default (index . 1) $ref.key) }}
+{{- end }}
+
+{{/* The configuration file: *SecretRef fields become *File paths under the mount. */}}
+{{- define "regcred-refresher.configYaml" -}}
+{{- $c := .Values.config }}
+{{- if not $c.secrets }}
+{{- fail "config.secrets is empty: name at least one image pull secret to write (see docs/install.md)" }}
+{{- end }}
+{{- if not $c.registries }}
+{{- fail "config.registries is empty: configure at least one registry (ecr, google or static)" }}
+{{- end }}
+{{- $regs := list }}
+{{- range $r := $c.registries }}
+{{- $out := omit $r "static" "google" }}
+{{- with $r.static }}
+{{- $s := omit . "usernameSecretRef" "passwordSecretRef" "dockerConfigJsonSecretRef" }}
+{{- with .usernameSecretRef }}{{ $_ := set $s "usernameFile" (include "regcred-refresher.refPath" (list . "username")) }}{{ end }}
+{{- with .passwordSecretRef }}{{ $_ := set $s "passwordFile" (include "regcred-refresher.refPath" (list . "password")) }}{{ end }}
+{{- with .dockerConfigJsonSecretRef }}{{ $_ := set $s "dockerConfigJsonFile" (include "regcred-refresher.refPath" (list . ".dockerconfigjson")) }}{{ end }}
+{{- $_ := set $out "static" $s }}
+{{- end }}
+{{- with $r.google }}
+{{- $g := omit . "keySecretRef" }}
+{{- with .keySecretRef }}{{ $_ := set $g "keyFile" (include "regcred-refresher.refPath" (list . "key.json")) }}{{ end }}
+{{- $_ := set $out "google" $g }}
+{{- end }}
+{{- $regs = append $regs $out }}
+{{- end }}
+{{- $nsOut := dict "include" $c.namespaces.include "exclude" $c.namespaces.exclude }}
+{{- with $c.namespaces.selector }}{{ $_ := set $nsOut "selector" . }}{{ end }}
+{{- $cfg := dict "registries" $regs "secrets" $c.secrets "namespaces" $nsOut }}
+{{- with $c.serviceAccounts }}{{ $_ := set $cfg "serviceAccounts" . }}{{ end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* Names of the existing Secrets that hold credentials, each mounted once. */}}
+{{- define "regcred-refresher.credentialSecrets" -}}
+{{- $names := list }}
+{{- range $r := .Values.config.registries }}
+{{- with $r.static }}
+{{- range $k := list "usernameSecretRef" "passwordSecretRef" "dockerConfigJsonSecretRef" }}
+{{- with (get $r.static $k) }}{{ $names = append $names .name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- with $r.google }}{{ with .keySecretRef }}{{ $names = append $names .name }}{{ end }}{{ end }}
+{{- end }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{/* The refresher container; argument: dict "root" $ "once" bool. */}}
+{{- define "regcred-refresher.container" -}}
+{{- $ := .root }}
+{{- $v := $.Values -}}
+- name: regcred-refresher
+  image: {{ include "regcred-refresher.image" $ }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  args:
+    - --config=/etc/regcred/config/config.yaml
+    - --log-format={{ $v.logFormat }}
+    - --log-level={{ $v.logLevel }}
+    {{- if .once }}
+    - --once
+    {{- else }}
+    - --schedule={{ $v.schedule }}
+    - --admin-addr=0.0.0.0:{{ $v.admin.port }}
+    - --events={{ $v.events }}
+    {{- if include "regcred-refresher.leaderElection" $ }}
+    - --leader-election
+    - --lease-name={{ include "regcred-refresher.leaseName" $ }}
+    - --lease-namespace={{ $.Release.Namespace }}
+    - --lease-duration={{ $v.leaderElection.leaseDuration }}
+    {{- end }}
+    {{- if include "regcred-refresher.prune" $ }}
+    - --prune
+    {{- end }}
+    {{- end }}
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- if not .once }}
+  ports:
+    - name: admin
+      containerPort: {{ $v.admin.port }}
+      protocol: TCP
+  {{- with $v.livenessProbe }}
+  livenessProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.readinessProbe }}
+  readinessProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml $v.resources | nindent 4 }}
+  volumeMounts:
+    - name: config
+      mountPath: /etc/regcred/config
+      readOnly: true
+    - name: tmp
+      mountPath: /tmp
+    {{- range (include "regcred-refresher.credentialSecrets" $ | fromJsonArray) }}
+    - name: cred-{{ . | sha256sum | trunc 10 }}
+      mountPath: {{ include "regcred-refresher.secretsDir" $ }}/{{ . }}
+      readOnly: true
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/* Pod spec shared by the Deployment, the CronJob and the hook Job; argument as above. */}}
+{{- define "regcred-refresher.podSpec" -}}
+{{- $ := .root }}
+{{- $v := $.Values -}}
+serviceAccountName: {{ include "regcred-refresher.serviceAccountName" $ }}
+automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
+{{- if .once }}
+restartPolicy: Never
+{{- end }}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+containers:
+  {{- include "regcred-refresher.container" . | nindent 2 }}
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "regcred-refresher.fullname" $ }}
+  - name: tmp
+    emptyDir:
+      sizeLimit: 16Mi
+  {{- range (include "regcred-refresher.credentialSecrets" $ | fromJsonArray) }}
+  - name: cred-{{ . | sha256sum | trunc 10 }}
+    secret:
+      secretName: {{ . }}
+      defaultMode: 0440
+  {{- end }}
+  {{- with $v.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "regcred-refresher.podMetadata" -}}
+{{- $ := . -}}
+annotations:
+  checksum/config: {{ include "regcred-refresher.configYaml" $ | sha256sum }}
+  {{- with $.Values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+labels:
+  {{- include "regcred-refresher.selectorLabels" $ | nindent 2 }}
+  {{- with $.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
