@@ -39,6 +39,26 @@ pub struct Config {
     pub concurrency: usize,
     pub provider_timeout: Duration,
     pub field_manager: String,
+    pub daemon: DaemonConfig,
+}
+
+/// Daemon-only settings, validated even in `--once` runs so a bad value fails at deploy time.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub policy: crate::schedule::Policy,
+    pub admin_addr: std::net::SocketAddr,
+    pub leader: Option<LeaderConfig>,
+    pub prune: bool,
+    pub events: bool,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +294,7 @@ impl Config {
                 "use a number of seconds from 1 to 3600",
             ));
         }
+        let daemon = validate::daemon(&cli.daemon)?;
         let v = validate::validate(file)?;
         Ok(Config {
             sources: v.sources,
@@ -285,6 +306,7 @@ impl Config {
             concurrency: t.concurrency,
             provider_timeout: Duration::from_secs(t.provider_timeout),
             field_manager: t.field_manager.clone(),
+            daemon,
         })
     }
 }

@@ -1,25 +1,71 @@
 //! One refresh cycle: fetch every source once, render each secret, resolve the target
 //! namespaces and write them with bounded concurrency. Partial failure is data: a failing
 //! source or namespace is recorded in the [`CycleReport`] and never stops the others.
+//!
+//! The daemon reuses [`plan`], [`write_namespace`] and [`write_all`] with its cached
+//! credentials, so a restored secret never costs a token call.
 
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use futures::future::join_all;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::{Config, WriteMode};
+use crate::config::{Config, SecretConfig, WriteMode};
 use crate::credentials::Credentials;
 use crate::dockerconfig;
 use crate::namespaces::{self, Decision};
 use crate::providers::{Provider, ProviderError};
 use crate::writer::{DesiredSecret, Payload, SaOutcome, SecretOutcome, WriteError, Writer};
 
-pub struct Refresher {
-    config: Config,
-    providers: Vec<Provider>,
-    writer: Writer,
-    client: kube::Client,
+/// The secrets to write this time, and those held back because a source is unavailable.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub desired: Vec<DesiredSecret>,
+    /// (secret, why): not written; the last good secret stays in place.
+    pub blocked: Vec<(String, String)>,
+}
+
+/// Renders every configured secret whose sources all have credentials. A secret missing a
+/// source is not written at all: writing it without that registry would break pulls that the
+/// last good secret still serves.
+pub fn plan<'a>(secrets: &[SecretConfig], creds: impl Fn(&str) -> Option<&'a Credentials>) -> Plan {
+    let mut p = Plan::default();
+    for s in secrets {
+        let found: Vec<Option<&Credentials>> = s.sources.iter().map(|n| creds(n)).collect();
+        let failed: Vec<&str> = s
+            .sources
+            .iter()
+            .zip(&found)
+            .filter(|(_, c)| c.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !failed.is_empty() {
+            p.blocked.push((s.name.clone(), failed.join(",")));
+            continue;
+        }
+        let creds: Vec<&Credentials> = found.into_iter().flatten().collect();
+        let rendered = dockerconfig::render(
+            creds
+                .iter()
+                .flat_map(|c| c.entries.iter().map(move |e| (c.source.as_str(), e))),
+        );
+        match rendered {
+            Ok(bytes) => p.desired.push(DesiredSecret {
+                name: s.name.clone(),
+                payload: Payload::new(bytes),
+                sources: s.sources.clone(),
+                expires_at: creds.iter().filter_map(|c| c.expires_at).min(),
+                adopt: s.adopt,
+            }),
+            Err(e) => {
+                warn!(secret = %s.name, error = %e, "cannot render secret");
+                p.blocked
+                    .push((s.name.clone(), format!("{} ({e})", s.sources.join(","))));
+            }
+        }
+    }
+    p
 }
 
 #[derive(Debug)]
@@ -29,6 +75,103 @@ pub struct NamespaceReport {
     pub service_accounts: Vec<(String, SaOutcome)>,
     pub manifests: Vec<String>,
     pub diffs: Vec<String>,
+}
+
+/// Writes every planned secret into one namespace, then references them from the configured
+/// ServiceAccounts.
+pub async fn write_namespace(
+    writer: &Writer,
+    config: &Config,
+    namespace: String,
+    plan: &Plan,
+) -> NamespaceReport {
+    let mut r = NamespaceReport {
+        namespace,
+        secrets: Vec::new(),
+        service_accounts: Vec::new(),
+        manifests: Vec::new(),
+        diffs: Vec::new(),
+    };
+    for d in &plan.desired {
+        let (outcome, printed) = writer.write_secret(&r.namespace, d).await;
+        r.manifests.extend(printed.manifest);
+        r.diffs.extend(printed.diff);
+        r.secrets.push((d.name.clone(), outcome));
+    }
+    for (secret, sources) in &plan.blocked {
+        let e = WriteError::SourceFailed {
+            secret: secret.clone(),
+            sources: sources.clone(),
+        };
+        r.secrets.push((secret.clone(), SecretOutcome::Failed(e)));
+    }
+    let in_place: Vec<&str> = r
+        .secrets
+        .iter()
+        .filter(|(_, o)| o.in_place())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !in_place.is_empty() && config.write_mode != WriteMode::DryRunClient {
+        for sa in &config.service_accounts {
+            let o = writer
+                .reference_from_service_account(&r.namespace, sa, &in_place)
+                .await;
+            if config.write_mode == WriteMode::Diff
+                && let SaOutcome::Patched(added) = &o
+            {
+                r.diffs.push(format!(
+                    "{}/serviceaccount {sa}: would add imagePullSecrets {}",
+                    r.namespace,
+                    added.join(",")
+                ));
+            }
+            r.service_accounts.push((sa.clone(), o));
+        }
+    }
+    r
+}
+
+/// Resolves the targets and writes them all, `config.concurrency` namespaces at a time.
+pub async fn write_all(
+    client: &kube::Client,
+    writer: &Writer,
+    config: &Config,
+    plan: &Plan,
+    report: &mut CycleReport,
+) {
+    let resolution = match namespaces::resolve(client, &config.namespaces).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "namespace resolution failed");
+            report.resolve_error = Some(e.to_string());
+            return;
+        }
+    };
+    for m in &resolution.missing {
+        warn!(namespace = %m, "configured namespace does not exist; not creating it");
+    }
+    report.missing = resolution.missing;
+    report.skipped = resolution.skipped;
+    report.secret_errors = plan
+        .blocked
+        .iter()
+        .map(|(s, why)| format!("{s}: {why}"))
+        .collect();
+    let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
+        .map(|ns| write_namespace(writer, config, ns, plan))
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
+    done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    report.namespaces = done;
+}
+
+/// The `--once` job: every source fetched, every target written, once.
+pub struct Refresher {
+    config: Config,
+    providers: Vec<Provider>,
+    writer: Writer,
+    client: kube::Client,
 }
 
 #[derive(Debug, Default)]
@@ -75,151 +218,25 @@ impl Refresher {
     }
 
     pub async fn run_once(&self) -> CycleReport {
-        let mut report = CycleReport::default();
         let timeout = self.config.provider_timeout;
         let fetched = join_all(self.providers.iter().map(|p| p.fetch(timeout))).await;
+        let mut report = CycleReport::default();
         for (p, r) in self.providers.iter().zip(fetched) {
             if let Err(e) = &r {
                 warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
             }
             report.sources.push((p.name().to_string(), r));
         }
-        let (desired, blocked) = self.desired_secrets(&report.sources);
-        report.secret_errors = blocked.iter().map(ToString::to_string).collect();
-
-        let resolution = match namespaces::resolve(&self.client, &self.config.namespaces).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "namespace resolution failed");
-                report.resolve_error = Some(e.to_string());
-                return report;
-            }
+        let plan = {
+            let by_name: BTreeMap<&str, &Credentials> = report
+                .sources
+                .iter()
+                .filter_map(|(n, r)| r.as_ref().ok().map(|c| (n.as_str(), c)))
+                .collect();
+            plan(&self.config.secrets, |n| by_name.get(n).copied())
         };
-        for m in &resolution.missing {
-            warn!(namespace = %m, "configured namespace does not exist; not creating it");
-        }
-        report.missing = resolution.missing;
-        report.skipped = resolution.skipped;
-
-        let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
-            .map(|ns| self.write_namespace(ns, &desired, &blocked))
-            .buffer_unordered(self.config.concurrency)
-            .collect()
-            .await;
-        done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-        report.namespaces = done;
+        write_all(&self.client, &self.writer, &self.config, &plan, &mut report).await;
         report
-    }
-
-    /// Renders every configured secret whose sources all succeeded. A secret with a failed
-    /// source is not written at all: writing it without that registry would break pulls that
-    /// the last good secret still serves.
-    fn desired_secrets(
-        &self,
-        fetched: &[(String, Result<Credentials, ProviderError>)],
-    ) -> (Vec<DesiredSecret>, Vec<WriteError>) {
-        let by_name: BTreeMap<&str, &Result<Credentials, ProviderError>> =
-            fetched.iter().map(|(n, r)| (n.as_str(), r)).collect();
-        let (mut ok, mut blocked) = (Vec::new(), Vec::new());
-        for s in &self.config.secrets {
-            let failed: Vec<&str> = s
-                .sources
-                .iter()
-                .filter(|n| by_name.get(n.as_str()).is_none_or(|r| r.is_err()))
-                .map(String::as_str)
-                .collect();
-            if !failed.is_empty() {
-                blocked.push(WriteError::SourceFailed {
-                    secret: s.name.clone(),
-                    sources: failed.join(","),
-                });
-                continue;
-            }
-            let creds: Vec<&Credentials> = s
-                .sources
-                .iter()
-                .filter_map(|n| by_name.get(n.as_str()).and_then(|r| r.as_ref().ok()))
-                .collect();
-            let rendered = dockerconfig::render(
-                creds
-                    .iter()
-                    .flat_map(|c| c.entries.iter().map(move |e| (c.source.as_str(), e))),
-            );
-            match rendered {
-                Ok(bytes) => ok.push(DesiredSecret {
-                    name: s.name.clone(),
-                    payload: Payload::new(bytes),
-                    sources: s.sources.clone(),
-                    expires_at: creds.iter().filter_map(|c| c.expires_at).min(),
-                    adopt: s.adopt,
-                }),
-                Err(e) => {
-                    warn!(secret = %s.name, error = %e, "cannot render secret");
-                    blocked.push(WriteError::SourceFailed {
-                        secret: s.name.clone(),
-                        sources: format!("{} ({e})", s.sources.join(",")),
-                    });
-                }
-            }
-        }
-        (ok, blocked)
-    }
-
-    async fn write_namespace(
-        &self,
-        namespace: String,
-        desired: &[DesiredSecret],
-        blocked: &[WriteError],
-    ) -> NamespaceReport {
-        let mut r = NamespaceReport {
-            namespace,
-            secrets: Vec::new(),
-            service_accounts: Vec::new(),
-            manifests: Vec::new(),
-            diffs: Vec::new(),
-        };
-        for d in desired {
-            let (outcome, printed) = self.writer.write_secret(&r.namespace, d).await;
-            r.manifests.extend(printed.manifest);
-            r.diffs.extend(printed.diff);
-            r.secrets.push((d.name.clone(), outcome));
-        }
-        for b in blocked {
-            if let WriteError::SourceFailed { secret, sources } = b {
-                r.secrets.push((
-                    secret.clone(),
-                    SecretOutcome::Failed(WriteError::SourceFailed {
-                        secret: secret.clone(),
-                        sources: sources.clone(),
-                    }),
-                ));
-            }
-        }
-        let in_place: Vec<&str> = r
-            .secrets
-            .iter()
-            .filter(|(_, o)| o.in_place())
-            .map(|(n, _)| n.as_str())
-            .collect();
-        if !in_place.is_empty() && self.config.write_mode != WriteMode::DryRunClient {
-            for sa in &self.config.service_accounts {
-                let o = self
-                    .writer
-                    .reference_from_service_account(&r.namespace, sa, &in_place)
-                    .await;
-                if self.config.write_mode == WriteMode::Diff
-                    && let SaOutcome::Patched(added) = &o
-                {
-                    r.diffs.push(format!(
-                        "{}/serviceaccount {sa}: would add imagePullSecrets {}",
-                        r.namespace,
-                        added.join(",")
-                    ));
-                }
-                r.service_accounts.push((sa.clone(), o));
-            }
-        }
-        r
     }
 }
 
@@ -261,7 +278,9 @@ impl CycleReport {
     }
 
     /// Logs the end-of-run summary: one line per namespace, then the totals.
-    pub fn log_summary(&self, mode: WriteMode) {
+    /// `per_namespace`: one line for every namespace (the `--once` summary); otherwise only
+    /// changes and failures (the daemon, every cycle).
+    pub fn log_summary(&self, mode: WriteMode, per_namespace: bool) {
         let verb = if mode == WriteMode::Apply {
             ""
         } else {
@@ -295,8 +314,11 @@ impl CycleReport {
                     SecretOutcome::Created => {
                         info!(namespace = %ns.namespace, secret = %secret, "{verb}created")
                     }
-                    SecretOutcome::Unchanged => {
+                    SecretOutcome::Unchanged if per_namespace => {
                         info!(namespace = %ns.namespace, secret = %secret, "unchanged")
+                    }
+                    SecretOutcome::Unchanged => {
+                        debug!(namespace = %ns.namespace, secret = %secret, "unchanged")
                     }
                 }
             }
@@ -306,7 +328,7 @@ impl CycleReport {
                         info!(namespace = %ns.namespace, service_account = %sa, added = %added.join(","), "serviceaccount {verb}patched")
                     }
                     SaOutcome::Unchanged => {
-                        info!(namespace = %ns.namespace, service_account = %sa, "serviceaccount unchanged")
+                        debug!(namespace = %ns.namespace, service_account = %sa, "serviceaccount unchanged")
                     }
                     SaOutcome::Missing => {
                         warn!(namespace = %ns.namespace, service_account = %sa, "serviceaccount not found; not creating it")
@@ -317,7 +339,7 @@ impl CycleReport {
                 }
             }
         }
-        for (ns, why) in &self.skipped {
+        for (ns, why) in self.skipped.iter().filter(|_| per_namespace) {
             info!(namespace = %ns, reason = ?why, "skipped");
         }
         for ns in &self.missing {

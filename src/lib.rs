@@ -22,13 +22,17 @@
 //! Invariants: no password, token or `.dockerconfigjson` reaches a log; a failed refresh
 //! leaves the last good secret in place; nothing we did not create is overwritten or deleted.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod cycle;
+pub mod daemon;
 pub mod dockerconfig;
 pub mod label_selector;
+pub mod metrics;
 pub mod namespaces;
 pub mod providers;
+pub mod schedule;
 pub mod telemetry;
 pub mod writer;

@@ -4,7 +4,7 @@ use clap::Parser;
 use regcred_refresher::cli::Cli;
 use regcred_refresher::config::{Config, WriteMode};
 use regcred_refresher::cycle::Refresher;
-use regcred_refresher::telemetry;
+use regcred_refresher::{daemon, telemetry};
 
 /// Exit codes (also in the README): 0 every target written or unchanged, 1 a source or
 /// namespace failed (or the cluster was unreachable), 2 bad configuration.
@@ -39,13 +39,31 @@ async fn run(config: Config) -> anyhow::Result<bool> {
         .context("cannot build a Kubernetes client from KUBECONFIG or the in-cluster config")?;
     let mode = config.write_mode;
     if !config.once {
-        anyhow::bail!("daemon mode is not available yet: run with --once");
+        let shared = daemon::Shared::new(config, client).await;
+        daemon::run(shared, shutdown_signal()).await?;
+        return Ok(true);
     }
     let refresher = Refresher::new(config, client).await;
     let report = refresher.run_once().await;
     print_outputs(&report, mode);
-    report.log_summary(mode);
+    report.log_summary(mode, true);
     Ok(report.success())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn print_outputs(report: &regcred_refresher::cycle::CycleReport, mode: WriteMode) {

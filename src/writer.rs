@@ -340,6 +340,41 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Removes our reference to `secret` from a ServiceAccount (pruning), keeping every other
+    /// entry; same read-modify-patch with a resourceVersion precondition as adding.
+    pub async fn remove_reference(&self, namespace: &str, sa: &str, secret: &str) {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        for _attempt in 0..5 {
+            let Ok(Some(cur)) = api.get_opt(sa).await else {
+                return;
+            };
+            let refs = cur.image_pull_secrets.clone().unwrap_or_default();
+            if !refs.iter().any(|r| r.name == secret) {
+                return;
+            }
+            let kept: Vec<&LocalObjectReference> =
+                refs.iter().filter(|r| r.name != secret).collect();
+            let patch = json!({
+                "metadata": { "resourceVersion": cur.metadata.resource_version },
+                "imagePullSecrets": kept,
+            });
+            let pp = PatchParams {
+                field_manager: Some(self.field_manager.clone()),
+                ..Default::default()
+            };
+            match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(error) => {
+                    tracing::warn!(namespace, service_account = sa, %error, "cannot remove pruned reference");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum SaOutcome {
     Patched(Vec<String>),

@@ -1,0 +1,498 @@
+//! Daemon mode: keep every target valid without anyone watching.
+//!
+//! Each source has its own timer ([`sources`]); fresh credentials go into a cache and trigger a
+//! full reconcile. Watches ([`watch`]) trigger per-namespace reconciles from that cache, so a
+//! new namespace or a deleted secret is served within seconds and without a token call. With
+//! leader election only the Lease holder fetches and writes. Shutdown is a future passed in,
+//! so tests can drive it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::cycle::{self, CycleReport};
+use crate::metrics::{CycleTimer, Metrics, SourceLabel};
+use crate::namespaces::Decision;
+use crate::providers::Provider;
+use crate::writer::{MANAGED_BY, MANAGED_BY_LABEL, SaOutcome, SecretOutcome, Writer};
+
+mod leader;
+pub mod sources;
+mod watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    All,
+    Namespace(String),
+}
+
+/// State shared by the timers, the reconciler and the admin server.
+pub struct Shared {
+    config: Config,
+    client: kube::Client,
+    writer: Writer,
+    providers: Vec<Provider>,
+    creds: RwLock<BTreeMap<String, Arc<Credentials>>>,
+    pub metrics: Metrics,
+    cycle_done: AtomicBool,
+    standby: AtomicBool,
+    recorder: Option<Recorder>,
+}
+
+impl Shared {
+    pub async fn new(config: Config, client: kube::Client) -> Arc<Self> {
+        let providers = futures::future::join_all(
+            config
+                .sources
+                .iter()
+                .map(|s| Provider::new(s, config.provider_timeout)),
+        )
+        .await;
+        let writer = Writer::new(
+            client.clone(),
+            config.write_mode,
+            config.field_manager.clone(),
+        );
+        let recorder = config.daemon.events.then(|| {
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: MANAGED_BY.into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            )
+        });
+        Arc::new(Self {
+            standby: AtomicBool::new(config.daemon.leader.is_some()),
+            config,
+            client,
+            writer,
+            providers,
+            creds: RwLock::default(),
+            metrics: Metrics::default(),
+            cycle_done: AtomicBool::new(false),
+            recorder,
+        })
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, Arc<Credentials>> {
+        self.creds.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Ready once a complete cycle has run and while no cached credential has expired. A
+    /// standby replica is ready: it serves nothing and is healthy.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.standby.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if !self.cycle_done.load(Ordering::Relaxed) {
+            return Err("no complete refresh cycle yet".into());
+        }
+        let now = Utc::now();
+        let expired: Vec<String> = self
+            .snapshot()
+            .values()
+            .filter(|c| c.expires_at.is_some_and(|e| e <= now))
+            .map(|c| c.source.clone())
+            .collect();
+        if expired.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("expired credentials: {}", expired.join(",")))
+        }
+    }
+
+    pub fn update_expiry_gauges(&self) {
+        let now = Utc::now();
+        for (name, c) in self.snapshot() {
+            if let Some(exp) = c.expires_at {
+                let left = (exp - now).num_milliseconds() as f64 / 1000.0;
+                self.metrics
+                    .expires_in
+                    .get_or_create(&SourceLabel { source: name })
+                    .set(left);
+            }
+        }
+    }
+
+    async fn event(
+        &self,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        reference: ObjectReference,
+    ) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Refresh".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&ev, &reference).await {
+            warn!(%error, reason, "cannot record event");
+        }
+    }
+
+    fn own_pod(&self) -> Option<ObjectReference> {
+        Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(std::env::var("POD_NAME").ok()?),
+            namespace: Some(std::env::var("POD_NAMESPACE").ok()?),
+            ..Default::default()
+        })
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops taking work, lets in-flight writes
+/// finish within the configured bound, releases the lease, and returns.
+pub async fn run(
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let cancel = CancellationToken::new();
+    let admin = crate::admin::serve(
+        shared.config.daemon.admin_addr,
+        shared.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    let main = {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tokio::spawn(async move {
+            match shared.config.daemon.leader.clone() {
+                None => {
+                    shared.metrics.leader.set(1);
+                    work(shared, cancel).await;
+                    Ok(())
+                }
+                Some(lease) => leader::run_as_leader(shared, lease, cancel).await,
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    let mut main = main;
+    let result = tokio::select! {
+        _ = &mut shutdown => {
+            info!("shutting down");
+            cancel.cancel();
+            match tokio::time::timeout(shared.config.daemon.shutdown_timeout, &mut main).await {
+                Ok(joined) => joined.unwrap_or(Ok(())),
+                Err(_) => {
+                    warn!("in-flight work did not finish in time; stopping anyway");
+                    main.abort();
+                    Ok(())
+                }
+            }
+        }
+        joined = &mut main => joined.unwrap_or(Ok(())),
+    };
+    cancel.cancel();
+    let _ = admin.await;
+    result
+}
+
+/// The leader's work: timers, watches and the reconciler, until `cancel`.
+async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for idx in 0..shared.providers.len() {
+        let (shared, tx, cancel) = (shared.clone(), tx.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let p = &shared.providers[idx];
+            let timeout = shared.config.provider_timeout;
+            sources::refresh_loop(
+                p.name(),
+                &shared.config.daemon.policy,
+                || p.fetch(timeout),
+                |r| match r {
+                    Ok(creds) => {
+                        shared.metrics.refresh(p.name(), "success");
+                        shared
+                            .metrics
+                            .last_success
+                            .get_or_create(&SourceLabel {
+                                source: p.name().into(),
+                            })
+                            .set(Utc::now().timestamp() as f64);
+                        if let Ok(mut c) = shared.creds.write() {
+                            c.insert(p.name().to_string(), Arc::new(creds));
+                        }
+                        let _ = tx.send(Trigger::All);
+                    }
+                    Err(e) => {
+                        shared.metrics.refresh(p.name(), e.metric_label());
+                        if let Some(pod) = shared.own_pod() {
+                            let (shared, note) = (shared.clone(), e.to_string());
+                            tokio::spawn(async move {
+                                shared
+                                    .event(EventType::Warning, "RefreshFailed", note, pod)
+                                    .await;
+                            });
+                        }
+                    }
+                },
+                Utc::now,
+                fastrand::f64,
+                cancel,
+            )
+            .await
+        });
+    }
+    let (store, ns_watch) = watch::namespaces(shared.client.clone(), tx.clone(), cancel.clone());
+    tasks.spawn(ns_watch);
+    let secret_names: BTreeSet<String> = shared
+        .config
+        .secrets
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    tasks.spawn(watch::secrets(
+        shared.client.clone(),
+        secret_names,
+        tx.clone(),
+        cancel.clone(),
+    ));
+    if !shared.config.service_accounts.is_empty() {
+        let names = shared.config.service_accounts.iter().cloned().collect();
+        tasks.spawn(watch::service_accounts(
+            shared.client.clone(),
+            names,
+            tx.clone(),
+            cancel.clone(),
+        ));
+    }
+    drop(tx);
+    reconcile_loop(&shared, rx, store, cancel.clone()).await;
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Coalesces triggers and reconciles; finishes the batch in hand when cancelled.
+async fn reconcile_loop(
+    shared: &Shared,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    store: Store<kube::core::PartialObjectMeta<Namespace>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = rx.recv() => match t { Some(t) => t, None => return },
+        };
+        // Let a burst (a token refresh and its own watch echoes) arrive, then take it whole.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut all = first == Trigger::All;
+        let mut namespaces = BTreeSet::new();
+        if let Trigger::Namespace(n) = first {
+            namespaces.insert(n);
+        }
+        while let Ok(t) = rx.try_recv() {
+            match t {
+                Trigger::All => all = true,
+                Trigger::Namespace(n) => {
+                    namespaces.insert(n);
+                }
+            }
+        }
+        if all {
+            full_cycle(shared).await;
+        } else {
+            for ns in namespaces {
+                one_namespace(shared, &store, ns).await;
+            }
+        }
+    }
+}
+
+async fn full_cycle(shared: &Shared) {
+    let _timer = CycleTimer::start(&shared.metrics.cycle_duration);
+    let creds = shared.snapshot();
+    let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
+    let mut report = CycleReport::default();
+    cycle::write_all(
+        &shared.client,
+        &shared.writer,
+        &shared.config,
+        &plan,
+        &mut report,
+    )
+    .await;
+    shared
+        .metrics
+        .target_namespaces
+        .set(report.namespaces.len() as i64);
+    record(shared, &report).await;
+    report.log_summary(shared.config.write_mode, false);
+    if shared.config.daemon.prune && report.resolve_error.is_none() {
+        let targets: BTreeSet<&str> = report
+            .namespaces
+            .iter()
+            .map(|n| n.namespace.as_str())
+            .collect();
+        prune(shared, |ns, name| {
+            !targets.contains(ns) || !is_configured(shared, name)
+        })
+        .await;
+    }
+    let all_sources = shared
+        .providers
+        .iter()
+        .all(|p| creds.contains_key(p.name()));
+    if all_sources && report.resolve_error.is_none() {
+        shared.cycle_done.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn one_namespace(
+    shared: &Shared,
+    store: &Store<kube::core::PartialObjectMeta<Namespace>>,
+    ns: String,
+) {
+    let decision = store.get(&ObjectRef::new(&ns)).map(|meta| {
+        let m = &meta.metadata;
+        let empty = BTreeMap::new();
+        shared.config.namespaces.decide(
+            &ns,
+            m.labels.as_ref().unwrap_or(&empty),
+            m.annotations.as_ref().unwrap_or(&empty),
+            m.deletion_timestamp.is_some(),
+        )
+    });
+    match decision {
+        Some(Decision::Target) => {
+            let creds = shared.snapshot();
+            let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
+            if plan.desired.is_empty() {
+                return; // nothing fetched yet: the start-up cycle will come
+            }
+            let r = cycle::write_namespace(&shared.writer, &shared.config, ns, &plan).await;
+            let report = CycleReport {
+                namespaces: vec![r],
+                ..Default::default()
+            };
+            record(shared, &report).await;
+            report.log_summary(shared.config.write_mode, false);
+        }
+        Some(_) if shared.config.daemon.prune => {
+            prune(shared, |n, _| n == ns).await;
+        }
+        _ => {}
+    }
+}
+
+fn is_configured(shared: &Shared, secret: &str) -> bool {
+    shared.config.secrets.iter().any(|s| s.name == secret)
+}
+
+/// Counts outcomes and raises Events for the failures a cluster user should see.
+async fn record(shared: &Shared, report: &CycleReport) {
+    for ns in &report.namespaces {
+        for (secret, o) in &ns.secrets {
+            let result = match o {
+                SecretOutcome::Created => "created",
+                SecretOutcome::Updated(_) => "updated",
+                SecretOutcome::Unchanged => "unchanged",
+                SecretOutcome::Conflict => "conflict",
+                SecretOutcome::Failed(_) => "failed",
+            };
+            shared.metrics.write(result);
+            let note = match o {
+                SecretOutcome::Failed(e) => Some(("WriteFailed", e.to_string())),
+                SecretOutcome::Conflict => Some((
+                    "Conflict",
+                    format!(
+                        "secret {secret} exists and is not managed by {MANAGED_BY}; left untouched (set adopt: true to take it over)"
+                    ),
+                )),
+                _ => None,
+            };
+            if let Some((reason, note)) = note {
+                let reference = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Secret".into()),
+                    name: Some(secret.clone()),
+                    namespace: Some(ns.namespace.clone()),
+                    ..Default::default()
+                };
+                shared
+                    .event(EventType::Warning, reason, note, reference)
+                    .await;
+            }
+        }
+        for (_, o) in &ns.service_accounts {
+            if let SaOutcome::Failed(_) = o {
+                shared.metrics.write("serviceaccount_failed");
+            }
+        }
+    }
+}
+
+/// Deletes managed secrets for which `doomed(namespace, name)` holds, and removes our
+/// references to them from the configured ServiceAccounts. Only objects carrying our label
+/// are listed, and each delete is preconditioned on the uid we saw.
+async fn prune(shared: &Shared, doomed: impl Fn(&str, &str) -> bool) {
+    let api: Api<Secret> = Api::all(shared.client.clone());
+    let lp = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let list = match api.list_metadata(&lp).await {
+        Ok(l) => l.items,
+        Err(error) => {
+            warn!(%error, "prune: cannot list managed secrets");
+            return;
+        }
+    };
+    let victims: Vec<(String, String, Option<String>)> = list
+        .into_iter()
+        .filter_map(|s| Some((s.metadata.namespace?, s.metadata.name?, s.metadata.uid)))
+        .filter(|(ns, name, _)| doomed(ns, name))
+        .collect();
+    futures::stream::iter(victims)
+        .for_each_concurrent(shared.config.concurrency, |(ns, name, uid)| async move {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match Api::<Secret>::namespaced(shared.client.clone(), &ns)
+                .delete(&name, &dp)
+                .await
+            {
+                Ok(_) => {
+                    info!(namespace = %ns, secret = %name, "pruned");
+                    shared.metrics.write("pruned");
+                    for sa in &shared.config.service_accounts {
+                        shared.writer.remove_reference(&ns, sa, &name).await;
+                    }
+                }
+                Err(error) => warn!(namespace = %ns, secret = %name, %error, "prune failed"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,147 @@
+//! Watches that turn cluster changes into reconcile triggers: a namespace that starts to
+//! match, a managed secret deleted or edited, a configured ServiceAccount (re)created. They
+//! carry metadata only, and recover by themselves (backoff, re-list) when the API server goes
+//! away and comes back.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Trigger;
+use crate::writer::{MANAGED_BY, MANAGED_BY_LABEL};
+
+/// Namespaces, cached for the reconciler's per-namespace decisions. After every (re)list the
+/// whole set is reconciled once; afterwards each change triggers its own namespace.
+pub fn namespaces(
+    client: kube::Client,
+    tx: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) -> (
+    Store<kube::core::PartialObjectMeta<Namespace>>,
+    impl Future<Output = ()>,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let task = async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listed_once = false;
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = stream.next() => ev,
+            };
+            match ev {
+                None => return,
+                Some(Ok(watcher::Event::Apply(ns))) | Some(Ok(watcher::Event::Delete(ns))) => {
+                    if let Some(name) = ns.metadata.name {
+                        let _ = tx.send(Trigger::Namespace(name));
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    // The first list coincides with the start-up cycle; a later one follows an
+                    // outage, after which everything is checked again.
+                    if listed_once {
+                        let _ = tx.send(Trigger::All);
+                    }
+                    listed_once = true;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => warn!(%error, "namespace watch error; retrying"),
+            }
+        }
+    };
+    (reader, task)
+}
+
+/// Managed secrets (by label), so a deleted or edited one is restored from the cached
+/// credentials. Our own writes come back here too; they reconcile to "unchanged".
+pub async fn secrets(
+    client: kube::Client,
+    names: BTreeSet<String>,
+    tx: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) {
+    let cfg = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let stream = watcher(Api::<PartialObjectMeta<Secret>>::all(client), cfg).default_backoff();
+    forward(
+        stream,
+        "secret",
+        move |ns, name| names.contains(name).then(|| ns.to_string()),
+        tx,
+        cancel,
+    )
+    .await;
+}
+
+/// ServiceAccounts with a configured name, so a new one gets its reference.
+pub async fn service_accounts(
+    client: kube::Client,
+    names: BTreeSet<String>,
+    tx: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) {
+    let stream = watcher(
+        Api::<PartialObjectMeta<ServiceAccount>>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    forward(
+        stream,
+        "serviceaccount",
+        move |ns, name| names.contains(name).then(|| ns.to_string()),
+        tx,
+        cancel,
+    )
+    .await;
+}
+
+async fn forward<K: kube::Resource>(
+    stream: impl futures::Stream<
+        Item = Result<watcher::Event<kube::core::PartialObjectMeta<K>>, watcher::Error>,
+    >,
+    kind: &'static str,
+    pick: impl Fn(&str, &str) -> Option<String>,
+    tx: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) {
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        match ev {
+            None => return,
+            // Live changes only: the initial list is covered by the start-up cycle.
+            Some(Ok(watcher::Event::Apply(obj))) | Some(Ok(watcher::Event::Delete(obj))) => {
+                let (Some(ns), Some(name)) = (
+                    obj.metadata.namespace.as_deref(),
+                    obj.metadata.name.as_deref(),
+                ) else {
+                    continue;
+                };
+                if let Some(ns) = pick(ns, name) {
+                    debug!(kind, namespace = %ns, name, "change seen");
+                    let _ = tx.send(Trigger::Namespace(ns));
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => warn!(kind, %error, "watch error; retrying"),
+        }
+    }
+}
