@@ -48,3 +48,16 @@ world-down:
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+
+# Chart tests (tests/chart/run.sh): helm lint, helm-unittest, kubeconform, server dry-run,
+# and the binary run --once under the chart's own RBAC, all in a fresh world. Tools are
+# go-installed once into ~/.cache/regcred-refresher/tools. `make docker-check` runs the
+# Dockerfile's build-stage cargo command(s) in a temp copy (a release build: minutes).
+.PHONY: chart-test docker-check
+test: chart-test
+chart-test: test-deps
+	bash tests/chart/tools.sh >/dev/null
+	cargo build
+	$(WORLD) run -- bash tests/chart/run.sh
+docker-check:
+	bash tests/chart/dockerfile-build-check.sh

@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Chart tests. Run inside a test world (make chart-test does:
+#   bash tests/testenv/world.sh run -- bash tests/chart/run.sh):
+#  1. helm lint --strict with every fixture values file
+#  2. helm-unittest suites (charts/regcred-refresher/tests)
+#  3. the chart README is the one generated from values.yaml
+#  4. kubeconform -strict against schemas generated from the world's API server OpenAPI
+#  5. every rendered manifest (all fixtures, hooks included) applied with --dry-run=server
+#  6. the chart's RBAC really applied (helm install --no-hooks), then the binary runs --once
+#     with a token of the chart's own ServiceAccount and succeeds; dropping any single verb
+#     of the rules it uses makes it fail (necessary), and `kubectl auth can-i` shows what it
+#     cannot do (no other secret names, no namespaces outside a namespaced target list, no
+#     delete without prune, no list of secrets in cronjob mode).
+# Needs: target/debug/regcred-refresher (cargo build), Go (tools are go-installed and cached).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+CHART="$REPO/charts/regcred-refresher"
+FIX="$HERE/fixtures"
+BIN="$REPO/target/debug/regcred-refresher"
+: "${KUBECONFIG:?run inside the test world: bash tests/testenv/world.sh run -- bash tests/chart/run.sh}"
+
+TOOLS_BIN="$(bash "$HERE/tools.sh" | tail -n 1)"
+export PATH="$TOOLS_BIN:$PATH"
+export HELM_PLUGINS="$(dirname "$TOOLS_BIN")/helm-plugins"
+WORK="$(mktemp -d)"
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
+trap 'rm -rf "$WORK"' EXIT
+[[ -x "$BIN" ]] || { echo "run.sh: $BIN missing: run cargo build first" >&2; exit 1; }
+
+PASSED=0
+FAILED=0
+ok() { PASSED=$((PASSED + 1)); printf 'ok   %s\n' "$*"; }
+bad() { FAILED=$((FAILED + 1)); printf 'FAIL %s\n' "$*"; }
+# check NAME CMD...: CMD must succeed
+check() { local n="$1"; shift; if "$@" >"$WORK/out" 2>&1; then ok "$n"; else bad "$n"; sed 's/^/     /' "$WORK/out" | tail -n 30; fi; }
+# refuse NAME CMD...: CMD must fail
+refuse() { local n="$1"; shift; if "$@" >"$WORK/out" 2>&1; then bad "$n (unexpectedly succeeded)"; sed 's/^/     /' "$WORK/out" | tail -n 10; else ok "$n"; fi; }
+step() { printf '\n== %s\n' "$*"; }
+
+FIXTURES=("$FIX"/values-*.yaml)
+
+step "helm lint"
+for f in "${FIXTURES[@]}"; do
+  check "helm lint --strict $(basename "$f")" helm lint --strict "$CHART" -f "$f"
+done
+refuse "helm lint refuses mode=daemonset (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set mode=daemonset
+refuse "helm lint refuses replicaCount=two (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set replicaCount=two
+
+step "helm unittest"
+check "helm unittest charts/regcred-refresher" helm unittest "$CHART"
+
+step "chart README is generated from values.yaml"
+cp -r "$CHART" "$WORK/chart-copy"
+bash "$HERE/gen-readme.sh" "$WORK/chart-copy" >/dev/null 2>&1
+check "README.md up to date (bash tests/chart/gen-readme.sh)" diff -u "$CHART/README.md" "$WORK/chart-copy/README.md"
+
+step "kubeconform (schemas from the world's API server)"
+kubectl apply -f "$FIX/servicemonitor-crd.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/servicemonitors.monitoring.coreos.com --timeout=60s >/dev/null
+kubectl get --raw /openapi/v2 >"$WORK/openapi.json"
+python3 "$HERE/openapi2jsonschema.py" "$WORK/openapi.json" "$WORK/schemas" 2>/dev/null
+render() { # FIXTURE RELEASE NAMESPACE [helm args...]
+  local f="$1" rel="$2" ns="$3"
+  shift 3
+  helm template "$rel" "$CHART" -n "$ns" -f "$f" "$@"
+}
+for f in "${FIXTURES[@]}"; do
+  render "$f" r regcred >"$WORK/render.yaml"
+  check "kubeconform -strict $(basename "$f")" kubeconform -strict -summary \
+    -schema-location "$WORK/schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$WORK/render.yaml"
+done
+
+step "every rendered manifest accepted by the API server (--dry-run=server)"
+# Namespaces the manifests live in must exist for a server dry run.
+kubectl create namespace regcred >/dev/null
+for ns in ns-a ns-b; do kubectl create namespace "$ns" >/dev/null; done
+for f in "${FIXTURES[@]}"; do
+  render "$f" r regcred >"$WORK/render.yaml"
+  check "kubectl apply --dry-run=server $(basename "$f") ($(grep -c '^kind:' "$WORK/render.yaml") objects)" \
+    kubectl apply --dry-run=server -f "$WORK/render.yaml"
+done
+for extra in "--set mode=cronjob --set cronjob.timeZone=Europe/Paris --set cronjob.ttlSecondsAfterFinished=600" \
+  "--set metrics.service.enabled=true --set metrics.serviceMonitor.enabled=true --set replicaCount=3"; do
+  # shellcheck disable=SC2086
+  render "$FIX/values-full.yaml" r regcred $extra >"$WORK/render.yaml"
+  check "kubectl apply --dry-run=server values-full.yaml $extra" kubectl apply --dry-run=server -f "$WORK/render.yaml"
+done
+
+# ---------------------------------------------------------------- the binary under the chart's RBAC
+
+API="$REGCRED_TEST_API_SERVER"
+# sa_kubeconfig NS SA: a kubeconfig holding a real token of the ServiceAccount.
+sa_kubeconfig() {
+  local kc="$WORK/kubeconfig-$1-$2"
+  local token
+  token="$(kubectl -n "$1" create token "$2" --duration=1h)"
+  cat >"$kc" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{ name: world, cluster: { server: "$API", certificate-authority: "$REGCRED_TEST_CA_CERT" } }]
+users: [{ name: sa, user: { token: "$token" } }]
+contexts: [{ name: sa, context: { cluster: world, user: sa } }]
+current-context: sa
+EOF
+  echo "$kc"
+}
+
+# local_config RELEASE NS: the chart's rendered config.yaml with /etc/regcred/secrets/<s>/<k>
+# pointing at local copies of those Secrets (what the pod's read-only mounts hold).
+local_config() {
+  local rel="$1" ns="$2" dir="$WORK/mounts-$1"
+  mkdir -p "$dir"
+  kubectl -n "$ns" get configmap "$rel-regcred-refresher" -o jsonpath='{.data.config\.yaml}' >"$dir/config.yaml"
+  local path
+  for path in $(grep -o '/etc/regcred/secrets/[^[:space:]"]*' "$dir/config.yaml" | sort -u); do
+    local rest="${path#/etc/regcred/secrets/}" name key
+    name="${rest%%/*}"
+    key="${rest#*/}"
+    mkdir -p "$dir/secrets/$name"
+    kubectl -n "$ns" get secret "$name" -o json | jq -r --arg k "$key" '.data[$k] | @base64d' >"$dir/secrets/$name/$key"
+  done
+  sed -i "s#/etc/regcred/secrets/#$dir/secrets/#g" "$dir/config.yaml"
+  echo "$dir/config.yaml"
+}
+
+once() { # KUBECONFIG CONFIG: one cycle of the binary
+  KUBECONFIG="$1" "$BIN" --once --config "$2" --log-format text
+}
+
+can() { # SA-USER VERB RESOURCE [args]: expect yes
+  local who="$1"
+  shift
+  check "can-i $*" kubectl auth can-i --as="$who" "$@"
+}
+cannot() {
+  local who="$1"
+  shift
+  refuse "cannot $*" kubectl auth can-i --as="$who" "$@"
+}
+
+# reset_targets NS...: the state before a first run (no secret, ServiceAccount without refs).
+reset_targets() {
+  local secret="$1"
+  shift
+  local ns
+  for ns in "$@"; do
+    kubectl -n "$ns" delete secret "$secret" --ignore-not-found >/dev/null
+    kubectl -n "$ns" delete serviceaccount default --ignore-not-found >/dev/null
+    kubectl -n "$ns" create serviceaccount default >/dev/null
+  done
+}
+
+# ablate NAMESPACE-OR-"" KIND NAME RULE-INDEX VERB: drop one verb from one rule.
+ablate() {
+  local ns="$1" kind="$2" name="$3" idx="$4" verb="$5"
+  local -a nsarg=()
+  [[ -n "$ns" ]] && nsarg=(-n "$ns")
+  kubectl "${nsarg[@]}" get "$kind" "$name" -o json |
+    jq --argjson i "$idx" --arg v "$verb" '.rules[$i].verbs -= [$v]
+      | if (.rules[$i].verbs | length) == 0 then del(.rules[$i]) else . end
+      | del(.metadata.resourceVersion)' |
+    kubectl replace -f - >/dev/null
+}
+
+step "cronjob mode, cluster-wide, static credentials from a Secret: --once as the chart's ServiceAccount"
+REL=static
+NS=rel-static
+kubectl create namespace "$NS" >/dev/null
+for ns in st-a st-b st-other; do kubectl create namespace "$ns" >/dev/null; done
+kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=s3cr3t-pw >/dev/null
+kubectl -n st-a create secret generic unrelated --from-literal=k=v >/dev/null
+reset_targets regcred st-a st-b st-other
+cat >"$WORK/static.yaml" <<'EOF'
+config:
+  namespaces: { include: ["st-*"], exclude: [st-other] }
+  serviceAccounts: [default]
+EOF
+check "helm install --no-hooks (cronjob mode)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
+  -f "$FIX/values-static.yaml" -f "$WORK/static.yaml" --set fullnameOverride="$REL-regcred-refresher"
+SA="system:serviceaccount:$NS:$REL-regcred-refresher"
+KC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher")"
+CFG="$(local_config "$REL" "$NS")"
+check "--once under the chart's ServiceAccount token exits 0" once "$KC" "$CFG"
+check "secret written in st-a with the password from the mounted Secret" bash -c \
+  "kubectl -n st-a get secret regcred -o json | jq -e '.type == \"kubernetes.io/dockerconfigjson\" and (.data[\".dockerconfigjson\"] | @base64d | fromjson | .auths[\"https://index.docker.io/v1/\"].password == \"s3cr3t-pw\")'"
+check "secret written in st-b" kubectl -n st-b get secret regcred
+refuse "excluded st-other untouched" kubectl -n st-other get secret regcred
+check "ServiceAccount default in st-a references regcred" bash -c \
+  "kubectl -n st-a get sa default -o json | jq -e '.imagePullSecrets | any(.name == \"regcred\")'"
+check "second --once (unchanged) exits 0" once "$KC" "$CFG"
+can "$SA" get secrets/regcred -n st-a
+can "$SA" patch secrets/regcred -n st-other
+cannot "$SA" get secrets/unrelated -n st-a
+cannot "$SA" patch secrets/unrelated -n st-a
+cannot "$SA" create secrets -n st-a # a POST create carries no name: resourceNames never match it
+cannot "$SA" list secrets -n st-a
+cannot "$SA" watch secrets --all-namespaces
+cannot "$SA" delete secrets/regcred -n st-a
+cannot "$SA" get secrets/dockerhub-bot -n "$NS"
+cannot "$SA" patch serviceaccounts/builder -n st-a
+cannot "$SA" create serviceaccounts/token -n st-a
+cannot "$SA" get configmaps -n "$NS"
+cannot "$SA" watch namespaces
+cannot "$SA" create events -n st-a
+cannot "$SA" create leases.coordination.k8s.io -n "$NS"
+# Each verb is necessary: drop it, reset, run: the cycle fails.
+CR="$REL-regcred-refresher"
+rules_json="$(kubectl get clusterrole "$CR" -o json)"
+for i in $(seq 0 $(($(jq '.rules | length' <<<"$rules_json") - 1))); do
+  for verb in $(jq -r --argjson i "$i" '.rules[$i].verbs[]' <<<"$rules_json"); do
+    res="$(jq -r --argjson i "$i" '.rules[$i].resources[0]' <<<"$rules_json")"
+    reset_targets regcred st-a st-b
+    ablate "" clusterrole "$CR" "$i" "$verb"
+    refuse "without $verb on $res, --once fails (rule needed)" once "$KC" "$CFG"
+    kubectl replace -f - >/dev/null <<<"$(jq 'del(.metadata.resourceVersion)' <<<"$rules_json")"
+  done
+done
+reset_targets regcred st-a st-b
+check "with every rule restored, --once exits 0 again" once "$KC" "$CFG"
+
+step "deployment mode (ECR via moto, prune, leader election, ServiceAccounts): --once under its RBAC"
+REL=ecr
+NS=rel-ecr
+kubectl create namespace "$NS" >/dev/null
+for ns in ecr-a ecr-b; do kubectl create namespace "$ns" >/dev/null; done
+reset_targets regcred-ecr ecr-a ecr-b
+check "helm install --no-hooks (deployment mode)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
+  -f "$FIX/values-ecr-daemon.yaml" --set fullnameOverride="$REL-regcred-refresher"
+SA="system:serviceaccount:$NS:$REL-regcred-refresher"
+KC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher")"
+CFG="$(local_config "$REL" "$NS")"
+check "--once (ECR from moto) under the deployment's ServiceAccount exits 0" once "$KC" "$CFG"
+check "ECR secret written in ecr-b" bash -c \
+  "kubectl -n ecr-b get secret regcred-ecr -o json | jq -e '.data[\".dockerconfigjson\"] | @base64d | fromjson | .auths | keys[0] | test(\"dkr.ecr.us-east-1\")'"
+can "$SA" list secrets --all-namespaces
+can "$SA" watch namespaces
+can "$SA" delete secrets/regcred-ecr -n ecr-a
+cannot "$SA" delete secrets/unrelated -n st-a
+cannot "$SA" get secrets/unrelated -n st-a
+can "$SA" create events.events.k8s.io -n ecr-a
+can "$SA" patch events -n ecr-a
+can "$SA" get leases.coordination.k8s.io/ecr-regcred-refresher -n "$NS"
+can "$SA" update leases.coordination.k8s.io/ecr-regcred-refresher -n "$NS"
+can "$SA" create leases.coordination.k8s.io -n "$NS"
+cannot "$SA" update leases.coordination.k8s.io/other-lease -n "$NS"
+cannot "$SA" create leases.coordination.k8s.io -n ecr-a
+cannot "$SA" delete leases.coordination.k8s.io/ecr-regcred-refresher -n "$NS"
+# Without prune the daemon's RBAC holds no delete at all.
+helm template "$REL" "$CHART" -n "$NS" -f "$FIX/values-ecr-daemon.yaml" --set prune=false \
+  --set fullnameOverride="$REL-regcred-refresher" -s templates/rbac.yaml | kubectl apply -f - >/dev/null
+cannot "$SA" delete secrets/regcred-ecr -n ecr-a
+
+step "namespaced mode (Roles per target namespace only): --once as the chart's ServiceAccount"
+REL=nsd
+NS=rel-nsd
+kubectl create namespace "$NS" >/dev/null
+for ns in nsd-a nsd-b nsd-outside; do kubectl create namespace "$ns" >/dev/null; done
+reset_targets regcred nsd-a nsd-b nsd-outside
+kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=pw2 >/dev/null
+check "helm install --no-hooks (namespaced mode)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
+  -f "$FIX/values-namespaced.yaml" --set 'config.namespaces.include={nsd-a,nsd-b}' \
+  --set fullnameOverride="$REL-regcred-refresher"
+SA="system:serviceaccount:$NS:$REL-regcred-refresher"
+KC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher")"
+CFG="$(local_config "$REL" "$NS")"
+check "no ClusterRole for the namespaced release" bash -c "! kubectl get clusterrole $REL-regcred-refresher"
+check "--once without cluster-wide rights exits 0" once "$KC" "$CFG"
+check "secret written in nsd-a and nsd-b" kubectl -n nsd-b get secret regcred
+check "ServiceAccount default in nsd-b references regcred" bash -c \
+  "kubectl -n nsd-b get sa default -o json | jq -e '.imagePullSecrets | any(.name == \"regcred\")'"
+cannot "$SA" list namespaces
+cannot "$SA" get secrets/regcred -n nsd-outside
+cannot "$SA" patch secrets/regcred -n nsd-outside
+cannot "$SA" patch serviceaccounts/default -n nsd-outside
+cannot "$SA" get secrets/unrelated -n nsd-a
+cannot "$SA" delete secrets/regcred -n nsd-a
+cannot "$SA" list secrets -n nsd-a
+refuse "a target outside the Roles fails the cycle (exit 1)" bash -c \
+  "sed 's/- nsd-b/- nsd-b\n  - nsd-outside/' '$CFG' >'$CFG.2' && grep -q nsd-outside '$CFG.2' && KUBECONFIG='$KC' '$BIN' --once --config '$CFG.2'"
+refuse "and nsd-outside got nothing" kubectl -n nsd-outside get secret regcred
+
+printf '\n%d passed, %d failed\n' "$PASSED" "$FAILED"
+((FAILED == 0))
