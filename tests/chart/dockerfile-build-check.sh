@@ -23,7 +23,10 @@ while IFS= read -r line; do
       dest="${parts[-1]}"
       unset 'parts[-1]'
       mkdir -p "$SRC/$dest"
-      for p in "${parts[@]}"; do cp -r "$CTX/$p" "$SRC/$dest"; done
+      # Docker semantics: a file lands in dest/, a directory's contents do.
+      for p in "${parts[@]}"; do
+        if [[ -d "$CTX/$p" ]]; then cp -r "$CTX/$p/." "$SRC/$dest/"; else cp "$CTX/$p" "$SRC/$dest/"; fi
+      done
       echo "[docker-check] COPY ${parts[*]} -> $dest" ;;
     RUN\ *)
       echo "[docker-check] RUN ${line#RUN }"
