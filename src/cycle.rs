@@ -281,6 +281,11 @@ impl CycleReport {
     /// `per_namespace`: one line for every namespace (the `--once` summary); otherwise only
     /// changes and failures (the daemon, every cycle).
     pub fn log_summary(&self, mode: WriteMode, per_namespace: bool) {
+        self.log_outcomes(mode, per_namespace);
+        self.log_totals();
+    }
+
+    pub fn log_outcomes(&self, mode: WriteMode, per_namespace: bool) {
         let verb = if mode == WriteMode::Apply {
             ""
         } else {
@@ -348,6 +353,9 @@ impl CycleReport {
         if let Some(e) = &self.resolve_error {
             warn!(error = %e, "no namespace was written");
         }
+    }
+
+    pub fn log_totals(&self) {
         let t = self.totals();
         info!(
             created = t.created,

@@ -397,7 +397,7 @@ async fn one_namespace(
                 ..Default::default()
             };
             record(shared, &report).await;
-            report.log_summary(shared.config.write_mode, false);
+            report.log_outcomes(shared.config.write_mode, false);
         }
         Some(_) if shared.config.daemon.prune => {
             prune(shared, |n, _| n == ns).await;

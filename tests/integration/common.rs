@@ -50,8 +50,8 @@ pub async fn admin() -> kube::Client {
 pub struct Scratch {
     pub dir: PathBuf,
     pub client: kube::Client,
-    namespaces: Vec<String>,
-    cluster_objects: Vec<(String, String)>,
+    namespaces: std::sync::Mutex<Vec<String>>,
+    cluster_objects: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Scratch {
@@ -61,14 +61,14 @@ impl Scratch {
         Self {
             dir,
             client: admin().await,
-            namespaces: Vec::new(),
-            cluster_objects: Vec::new(),
+            namespaces: Default::default(),
+            cluster_objects: Default::default(),
         }
     }
 
     /// Creates a namespace with a random name starting with `prefix`.
     pub async fn namespace(
-        &mut self,
+        &self,
         prefix: &str,
         labels: &[(&str, &str)],
         annotations: &[(&str, &str)],
@@ -94,7 +94,7 @@ impl Scratch {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create namespace");
-        self.namespaces.push(name.clone());
+        self.namespaces.lock().unwrap().push(name.clone());
         name
     }
 
@@ -120,7 +120,7 @@ impl Scratch {
 
     /// Grants `user` the given rules cluster-wide (for namespaces) and in `namespaces`.
     pub async fn grant(
-        &mut self,
+        &self,
         user: &str,
         cluster_rules: Vec<PolicyRule>,
         namespaces: &[&str],
@@ -162,10 +162,9 @@ impl Scratch {
                 .create(&PostParams::default(), &crb)
                 .await
                 .unwrap();
-            self.cluster_objects
-                .push(("clusterrole".into(), name.clone()));
-            self.cluster_objects
-                .push(("clusterrolebinding".into(), name.clone()));
+            let mut objs = self.cluster_objects.lock().unwrap();
+            objs.push(("clusterrole".into(), name.clone()));
+            objs.push(("clusterrolebinding".into(), name.clone()));
         }
         for ns in namespaces {
             let role = Role {
@@ -216,16 +215,26 @@ impl Drop for Scratch {
             "--wait=false".into(),
             "--ignore-not-found".into(),
         ];
-        if !self.namespaces.is_empty() {
+        let namespaces = self
+            .namespaces
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        if !namespaces.is_empty() {
             let mut a = args.clone();
             a.push("namespace".into());
-            a.extend(self.namespaces.iter().cloned());
+            a.extend(namespaces);
             let _ = std::process::Command::new("kubectl")
                 .env("KUBECONFIG", &kubeconfig)
                 .args(&a)
                 .output();
         }
-        for (kind, name) in &self.cluster_objects {
+        let objs = self
+            .cluster_objects
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        for (kind, name) in &objs {
             args.truncate(3);
             args.extend([kind.clone(), name.clone()]);
             let _ = std::process::Command::new("kubectl")
@@ -286,4 +295,102 @@ pub fn b64(s: &str) -> String {
 
 pub fn rv(secret: &Secret) -> String {
     secret.metadata.resource_version.clone().unwrap()
+}
+
+/// A running daemon: killed on drop; its log goes to a file in the scratch dir.
+pub struct DaemonProc {
+    pub child: tokio::process::Child,
+    pub admin: std::net::SocketAddr,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl DaemonProc {
+    pub async fn start(s: &Scratch, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let admin = free_port();
+        let log = s.dir.join(unique("daemon.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred-refresher"));
+        cmd.args(args)
+            .args(["--admin-addr", &admin.to_string()])
+            .env("REGCRED_LOG", "info,regcred_refresher=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("daemon starts");
+        let d = Self { child, admin, log };
+        let ok = wait_until(std::time::Duration::from_secs(20), || async {
+            d.get("/healthz").await.is_some()
+        })
+        .await;
+        assert!(ok, "admin server never answered: {}", d.logs());
+        d
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (status, body) of a GET on the admin server, or None when it does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        conn.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = String::new();
+        conn.read_to_string(&mut buf).await.ok()?;
+        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
+    /// The value of one metric line (exact name and labels as rendered).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+    }
+}
+
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -5,7 +5,7 @@ use super::common::*;
 
 #[tokio::test]
 async fn one_token_serves_every_host_with_its_real_expiry() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("gar", &[], &[]).await;
     let cfg = s.file(
         "c.yaml",
@@ -75,7 +75,7 @@ async fn a_non_service_account_credentials_file_exits_2_before_any_call() {
 
 #[tokio::test]
 async fn a_rejected_assertion_is_a_source_failure() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("gbad", &[], &[]).await;
     // Same key file, but the fixture only trusts the world's key: swap in a fresh RSA key.
     let mut key: serde_json::Value = serde_json::from_str(

@@ -1,4 +1,5 @@
 mod common;
+mod daemon;
 mod google;
 mod once_ecr;
 mod once_static;

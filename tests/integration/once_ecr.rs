@@ -11,7 +11,7 @@ fn ecr_config(namespaces: &[&str], extra_ecr: &str, extra: &str) -> String {
 
 #[tokio::test]
 async fn creates_secrets_then_leaves_them_unchanged() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let (a, b) = (
         s.namespace("ecr", &[], &[]).await,
         s.namespace("ecr", &[], &[]).await,
@@ -68,7 +68,7 @@ async fn creates_secrets_then_leaves_them_unchanged() {
 
 #[tokio::test]
 async fn assumes_the_configured_role_through_sts() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("role", &[], &[]).await;
     // moto scopes assumed-role credentials to the role's account, so the token (and with it
     // the registry host) proves STS was called with our role.
@@ -94,7 +94,7 @@ async fn assumes_the_configured_role_through_sts() {
 
 #[tokio::test]
 async fn quick_flags_need_no_config_file() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("quick", &[], &[]).await;
     let r = run_bin(
         &[
@@ -115,7 +115,7 @@ async fn quick_flags_need_no_config_file() {
 
 #[tokio::test]
 async fn server_dry_run_validates_and_persists_nothing() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("dry", &[], &[]).await;
     let cfg = s.file("c.yaml", &ecr_config(&[&ns], "", ""));
     let r = run_bin(
@@ -138,7 +138,7 @@ async fn server_dry_run_validates_and_persists_nothing() {
 
 #[tokio::test]
 async fn client_dry_run_prints_manifests_and_persists_nothing() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("dry", &[], &[]).await;
     let cfg = s.file("c.yaml", &ecr_config(&[&ns], "", ""));
     let r = run_bin(
@@ -179,7 +179,7 @@ async fn client_dry_run_prints_manifests_and_persists_nothing() {
 
 #[tokio::test]
 async fn diff_reports_changes_without_writing() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("diff", &[], &[]).await;
     let cfg = s.file("c.yaml", &ecr_config(&[&ns], "", ""));
     let r = run_bin(

@@ -7,7 +7,7 @@ const TRICKY: &str = "p:a@s\"s w'o<r>d&é✓";
 
 #[tokio::test]
 async fn static_secret_is_byte_identical_to_kubectls() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("static", &[], &[]).await;
     let user = s.file("u", "robot+ci\n");
     let pass = s.file("p", &format!("{TRICKY}\n"));
@@ -56,7 +56,7 @@ async fn static_secret_is_byte_identical_to_kubectls() {
 
 #[tokio::test]
 async fn sources_merge_into_one_secret_and_nothing_leaks_at_trace_level() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("merge", &[], &[]).await;
     let pass = s.file("p", TRICKY);
     let dcj = s.file(
@@ -130,7 +130,7 @@ async fn sources_merge_into_one_secret_and_nothing_leaks_at_trace_level() {
 
 #[tokio::test]
 async fn a_failed_source_leaves_the_last_good_secret() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("keep", &[], &[]).await;
     let pass = s.file("p", "first-password");
     let cfg = s.file(

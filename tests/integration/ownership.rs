@@ -54,7 +54,7 @@ async fn put_secret(
 
 #[tokio::test]
 async fn a_secret_we_do_not_manage_is_left_alone_unless_adopted() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let (theirs, free) = (
         s.namespace("own", &[], &[]).await,
         s.namespace("own", &[], &[]).await,
@@ -105,7 +105,7 @@ async fn a_secret_we_do_not_manage_is_left_alone_unless_adopted() {
 
 #[tokio::test]
 async fn a_managed_name_with_the_wrong_type_is_a_clear_error() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let (bad, good) = (
         s.namespace("type", &[], &[]).await,
         s.namespace("type", &[], &[]).await,
@@ -135,7 +135,7 @@ async fn a_managed_name_with_the_wrong_type_is_a_clear_error() {
 
 #[tokio::test]
 async fn service_account_patch_keeps_foreign_entries() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let (ns, no_sa) = (
         s.namespace("sa", &[], &[]).await,
         s.namespace("sa", &[], &[]).await,
@@ -196,7 +196,7 @@ async fn service_account_patch_keeps_foreign_entries() {
 
 #[tokio::test]
 async fn globs_selector_exclude_opt_out_and_missing() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let p = unique("m");
     let t1 = s.namespace(&format!("{p}-t"), &[("team", "a")], &[]).await;
     let t2 = s.namespace(&format!("{p}-t"), &[("team", "b")], &[]).await;

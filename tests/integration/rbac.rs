@@ -5,7 +5,7 @@ use super::common::*;
 
 #[tokio::test]
 async fn forbidden_namespace_fails_alone_with_a_clear_message() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let a = s.namespace("rbac", &[], &[]).await;
     let b = s.namespace("rbac", &[], &[]).await;
     let denied = s.namespace("rbac", &[], &[]).await;

@@ -14,7 +14,7 @@ use super::common::*;
 
 #[tokio::test]
 async fn api_server_rejects_invalid_dockerconfigjson_with_422() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("smoke", &[], &[]).await;
     let bad = Secret {
         metadata: ObjectMeta {
@@ -43,7 +43,7 @@ async fn api_server_rejects_invalid_dockerconfigjson_with_422() {
 
 #[tokio::test]
 async fn restricted_identity_is_forbidden() {
-    let mut s = Scratch::new().await;
+    let s = Scratch::new().await;
     let ns = s.namespace("smoke", &[], &[]).await;
     let restricted = client_from(Path::new(&env("REGCRED_TEST_RESTRICTED_KUBECONFIG"))).await;
     let err = Api::<Secret>::namespaced(restricted, &ns)

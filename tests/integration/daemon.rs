@@ -1,0 +1,408 @@
+//! Daemon mode against the real API server: watches, restores from cache, readiness,
+//! metrics, pruning, leader election and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+
+use super::common::*;
+
+fn google_config(s: &Scratch, include: &str, extra: &str) -> std::path::PathBuf {
+    s.file(
+        &unique("d.yaml"),
+        &format!(
+            "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{include}\"]\n{extra}",
+            env("REGCRED_TEST_GOOGLE_KEY_FILE")
+        ),
+    )
+}
+
+async fn has_secret(s: &Scratch, ns: &str) -> bool {
+    s.secret(ns, "regcred").await.is_some()
+}
+
+#[tokio::test]
+async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds() {
+    let s = Scratch::new().await;
+    let p = unique("dw");
+    let first = s.namespace(&p, &[], &[]).await;
+    let cfg = google_config(&s, &format!("{p}-*"), "serviceAccounts: [default]\n");
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || has_secret(&s, &first)).await,
+        "{}",
+        d.logs()
+    );
+    let fetches = "regcred_refreshes_total{source=\"gar\",result=\"success\"}";
+    assert_eq!(d.metric(fetches).await, Some(1.0));
+
+    let started = Instant::now();
+    let second = s.namespace(&p, &[], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || has_secret(&s, &second)).await,
+        "{}",
+        d.logs()
+    );
+    eprintln!("new namespace served in {:?}", started.elapsed());
+
+    let api = Api::<Secret>::namespaced(s.client.clone(), &first);
+    api.delete("regcred", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || has_secret(&s, &first)).await,
+        "deleted secret not restored: {}",
+        d.logs()
+    );
+
+    // An edit of the data is reverted too.
+    let tamper = serde_json::json!({ "data": { ".dockerconfigjson": b64(r#"{"auths":{}}"#) } });
+    api.patch("regcred", &PatchParams::default(), &Patch::Merge(&tamper))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            s.secret(&first, "regcred")
+                .await
+                .is_some_and(|sec| auths(&sec).get("gcr.io").is_some())
+        })
+        .await,
+        "edited secret not restored: {}",
+        d.logs()
+    );
+
+    // A ServiceAccount created later gets its reference.
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sas = Api::<ServiceAccount>::namespaced(s.client.clone(), &second);
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            sas.get("default")
+                .await
+                .unwrap()
+                .image_pull_secrets
+                .is_some_and(|r| r.iter().any(|r| r.name == "regcred"))
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    assert_eq!(
+        d.metric(fetches).await,
+        Some(1.0),
+        "restores and new namespaces cost no token call"
+    );
+}
+
+#[tokio::test]
+async fn readiness_and_metrics_follow_the_credentials() {
+    let s = Scratch::new().await;
+    let p = unique("dr");
+    s.namespace(&p, &[], &[]).await;
+    let cfg = google_config(&s, &format!("{p}-*"), "");
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            d.get("/readyz").await.is_some_and(|(c, _)| c == 200)
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    let (code, body) = d.get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert_prometheus_text(&body);
+    let left = d
+        .metric("regcred_credential_expiry_seconds{source=\"gar\"}")
+        .await
+        .unwrap();
+    assert!((3000.0..3600.0).contains(&left), "{left}");
+    assert_eq!(
+        d.metric("regcred_secret_writes_total{result=\"created\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(d.metric("regcred_target_namespaces").await, Some(1.0));
+
+    // moto's ECR tokens expire on arrival (2015-01-01): written, but never "ready".
+    let ecr = s.file(
+        "ecr.yaml",
+        &format!("registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: regcred\n    registries: [ecr]\nnamespaces:\n  include: [\"{p}-*\"]\n"),
+    );
+    let e = DaemonProc::start(&s, &["--config", ecr.to_str().unwrap()], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            e.logs().contains("cycle finished")
+        })
+        .await
+    );
+    let (code, why) = e.get("/readyz").await.unwrap();
+    assert_eq!((code, why.as_str()), (503, "expired credentials: ecr"));
+    assert!(
+        e.metric("regcred_credential_expiry_seconds{source=\"ecr\"}")
+            .await
+            .unwrap()
+            < 0.0
+    );
+    assert!(
+        e.logs().contains("refreshing at the minimum interval"),
+        "{}",
+        e.logs()
+    );
+}
+
+/// Every sample line is `name{labels} value`, every family has TYPE metadata, and it ends in EOF.
+fn assert_prometheus_text(body: &str) {
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let mut typed = std::collections::BTreeSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("regcred_"), "{line}");
+        assert!(
+            typed.iter().any(|t| name.starts_with(t.as_str())),
+            "no TYPE for {line}"
+        );
+    }
+    for family in [
+        "regcred_refreshes",
+        "regcred_credential_expiry_seconds",
+        "regcred_last_success_timestamp_seconds",
+        "regcred_secret_writes",
+        "regcred_target_namespaces",
+        "regcred_cycle_duration_seconds",
+    ] {
+        assert!(typed.contains(family), "missing {family}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn pruning_removes_only_our_secrets_from_namespaces_that_stop_matching() {
+    let s = Scratch::new().await;
+    let p = unique("dp");
+    let (a, b) = (
+        s.namespace(&p, &[("team", "a")], &[]).await,
+        s.namespace(&p, &[("team", "a")], &[]).await,
+    );
+    // Someone else's secret in the same namespace is never touched.
+    let other = Secret {
+        metadata: ObjectMeta {
+            name: Some("theirs".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(s.client.clone(), &a)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let cfg = google_config(&s, &format!("{p}-*"), "  selector: team=a\n");
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap(), "--prune"], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            has_secret(&s, &a).await && has_secret(&s, &b).await
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+
+    let relabel = serde_json::json!({ "metadata": { "labels": { "team": "z" } } });
+    Api::<Namespace>::all(s.client.clone())
+        .patch(&a, &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            !has_secret(&s, &a).await
+        })
+        .await,
+        "not pruned: {}",
+        d.logs()
+    );
+    assert!(
+        s.secret(&a, "theirs").await.is_some(),
+        "pruning deleted a secret we do not manage"
+    );
+    assert!(has_secret(&s, &b).await);
+}
+
+#[tokio::test]
+async fn without_prune_a_namespace_that_stops_matching_is_left_alone() {
+    let s = Scratch::new().await;
+    let p = unique("dn");
+    let a = s.namespace(&p, &[("team", "a")], &[]).await;
+    let cfg = google_config(&s, &format!("{p}-*"), "  selector: team=a\n");
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || has_secret(&s, &a)).await,
+        "{}",
+        d.logs()
+    );
+    let relabel = serde_json::json!({ "metadata": { "labels": { "team": "z" } } });
+    Api::<Namespace>::all(s.client.clone())
+        .patch(&a, &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(has_secret(&s, &a).await);
+}
+
+#[tokio::test]
+async fn one_leader_writes_and_a_follower_takes_over() {
+    let s = Scratch::new().await;
+    let p = unique("dl");
+    let lease_ns = s.namespace(&format!("{p}-lease"), &[], &[]).await;
+    let first = s.namespace(&format!("{p}-t"), &[], &[]).await;
+    let cfg = google_config(&s, &format!("{p}-t-*"), "");
+    let lease = unique("lease");
+    let start = |id: &'static str| {
+        let a = [
+            "--config",
+            cfg.to_str().unwrap(),
+            "--leader-election",
+            "--lease-name",
+            &lease,
+            "--lease-namespace",
+            &lease_ns,
+            "--lease-duration",
+            "5",
+        ]
+        .map(|s| s.to_string());
+        let s = &s;
+        async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            DaemonProc::start(s, &a, &[("POD_NAME", id)]).await
+        }
+    };
+    let one = start("one").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || has_secret(&s, &first)).await,
+        "{}",
+        one.logs()
+    );
+    let two = start("two").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(one.metric("regcred_leader").await, Some(1.0));
+    assert_eq!(two.metric("regcred_leader").await, Some(0.0));
+    assert_eq!(
+        two.metric("regcred_refreshes_total{source=\"gar\",result=\"success\"}")
+            .await,
+        None,
+        "the follower fetches nothing"
+    );
+    assert!(
+        two.metric("regcred_secret_writes_total{result=\"created\"}")
+            .await
+            .is_none(),
+        "the follower writes nothing"
+    );
+    assert_eq!(
+        two.get("/readyz").await.map(|r| r.0),
+        Some(200),
+        "a standby is ready"
+    );
+
+    // The leader dies without releasing: the follower takes over within the lease duration.
+    let mut one = one;
+    one.child.kill().await.unwrap();
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            two.metric("regcred_leader").await == Some(1.0)
+        })
+        .await,
+        "{}",
+        two.logs()
+    );
+    eprintln!("takeover after {:?}", killed.elapsed());
+    let later = s.namespace(&format!("{p}-t"), &[], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || has_secret(&s, &later)).await,
+        "{}",
+        two.logs()
+    );
+
+    // A graceful stop exits 0 and releases the lease.
+    let three = start("three").await;
+    two.signal("-TERM");
+    let mut two = two;
+    let status = tokio::time::timeout(Duration::from_secs(15), two.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0: {}",
+        two.logs()
+    );
+    assert!(two.logs().contains("lease released"), "{}", two.logs());
+    // Released means no holder; the standby picks it up on its next try (within a duration).
+    let held = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        s.client.clone(),
+        &lease_ns,
+    )
+    .get(&lease)
+    .await
+    .unwrap();
+    let holder = held
+        .spec
+        .and_then(|sp| sp.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty() || holder == "three",
+        "lease still held by {holder:?}"
+    );
+    let released = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            three.metric("regcred_leader").await == Some(1.0)
+        })
+        .await,
+        "{}",
+        three.logs()
+    );
+    eprintln!("handover after release {:?}", released.elapsed());
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_promptly() {
+    let s = Scratch::new().await;
+    let p = unique("ds");
+    s.namespace(&p, &[], &[]).await;
+    let cfg = google_config(&s, &format!("{p}-*"), "");
+    let mut d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            d.logs().contains("cycle finished")
+        })
+        .await
+    );
+    let t = Instant::now();
+    d.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(12), d.child.wait())
+        .await
+        .expect("stops within the shutdown bound")
+        .unwrap();
+    assert!(status.success(), "{}", d.logs());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
