@@ -40,17 +40,22 @@ pub async fn run_as_leader(
         let term = cancel.child_token();
         let mut task = tokio::spawn(work(shared.clone(), term.clone()));
         let lost = tokio::select! {
-            _ = &mut task => false,
-            still = wait_for(&mut rx, false, &cancel) => still,
+            _ = &mut task => None,
+            still = wait_for(&mut rx, false, &cancel) => Some(still),
         };
-        if lost {
+        match lost {
             // Never write without the lease: stop mid-batch.
-            warn!(identity = %lease.identity, "lost the lease; stopping work");
-            task.abort();
-        } else {
-            term.cancel();
+            Some(true) => {
+                warn!(identity = %lease.identity, "lost the lease; stopping work");
+                task.abort();
+                let _ = task.await;
+            }
+            Some(false) => {
+                term.cancel();
+                let _ = task.await;
+            }
+            None => {}
         }
-        let _ = task.await;
         shared.metrics.leader.set(0);
         shared.standby.store(true, Ordering::Relaxed);
         shared.cycle_done.store(false, Ordering::Relaxed);

@@ -23,7 +23,8 @@ BIN="$REPO/target/debug/regcred-refresher"
 
 TOOLS_BIN="$(bash "$HERE/tools.sh" | tail -n 1)"
 export PATH="$TOOLS_BIN:$PATH"
-export HELM_PLUGINS="$(dirname "$TOOLS_BIN")/helm-plugins"
+HELM_PLUGINS="$(dirname "$TOOLS_BIN")/helm-plugins"
+export HELM_PLUGINS
 WORK="$(mktemp -d)"
 export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
 trap 'rm -rf "$WORK"' EXIT
@@ -117,6 +118,7 @@ local_config() {
   mkdir -p "$dir"
   kubectl -n "$ns" get configmap "$rel-regcred-refresher" -o jsonpath='{.data.config\.yaml}' >"$dir/config.yaml"
   local path
+  # shellcheck disable=SC2013 # paths hold no spaces
   for path in $(grep -o '/etc/regcred/secrets/[^[:space:]"]*' "$dir/config.yaml" | sort -u); do
     local rest="${path#/etc/regcred/secrets/}" name key
     name="${rest%%/*}"
@@ -169,7 +171,7 @@ ablate() {
 
 step "cronjob mode, cluster-wide, static credentials from a Secret: --once as the chart's ServiceAccount"
 REL=static
-NS=rel-static
+NS="rel-static"
 kubectl create namespace "$NS" >/dev/null
 for ns in st-a st-b st-other; do kubectl create namespace "$ns" >/dev/null; done
 kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=s3cr3t-pw >/dev/null
@@ -225,7 +227,7 @@ check "with every rule restored, --once exits 0 again" once "$KC" "$CFG"
 
 step "deployment mode (ECR via moto, prune, leader election, ServiceAccounts): --once under its RBAC"
 REL=ecr
-NS=rel-ecr
+NS="rel-ecr"
 kubectl create namespace "$NS" >/dev/null
 for ns in ecr-a ecr-b; do kubectl create namespace "$ns" >/dev/null; done
 reset_targets regcred-ecr ecr-a ecr-b
@@ -257,7 +259,7 @@ cannot "$SA" delete secrets/regcred-ecr -n ecr-a
 
 step "namespaced mode (Roles per target namespace only): --once as the chart's ServiceAccount"
 REL=nsd
-NS=rel-nsd
+NS="rel-nsd"
 kubectl create namespace "$NS" >/dev/null
 for ns in nsd-a nsd-b nsd-outside; do kubectl create namespace "$ns" >/dev/null; done
 reset_targets regcred nsd-a nsd-b nsd-outside

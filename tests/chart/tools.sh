@@ -23,7 +23,8 @@ command -v go >/dev/null || { echo "tools.sh: go is not installed" >&2; exit 1; 
 # install NAME VERSION PKG [LDFLAGS]: go install PKG@VERSION into its own dir, link it into BIN.
 install_tool() {
   local name="$1" version="$2" pkg="$3" ldflags="${4:-}"
-  local dir="$TOOLS/$1-$2-$(printf %s "$ldflags" | sha256sum | cut -c1-8)"
+  local dir
+  dir="$TOOLS/$1-$2-$(printf %s "$ldflags" | sha256sum | cut -c1-8)"
   if [[ ! -x "$dir/$name" ]]; then
     local t0=$SECONDS
     echo "tools.sh: go install $pkg@$version" >&2
