@@ -22,7 +22,7 @@ WORLD_DIR ?= target/world
 WORLD := bash tests/testenv/world.sh
 VENV_PY = "$$(bash tests/testenv/setup-venv.sh | tail -n 1)/bin/python"
 
-.PHONY: test test-deps test-fixtures world world-down lint
+.PHONY: test test-deps test-fixtures world world-down lint demo
 
 test-deps:
 	bash tests/testenv/build-k8s.sh >/dev/null
@@ -44,6 +44,11 @@ world: test-deps
 
 world-down:
 	$(WORLD) down $(WORLD_DIR)
+
+# The main job against the embedded local default (test world: API server + moto).
+demo: test-deps
+	cargo build
+	$(WORLD) run -- bash scripts/demo.sh
 
 lint:
 	cargo fmt --check

@@ -260,7 +260,7 @@ impl CycleReport {
             t.failed += ns
                 .service_accounts
                 .iter()
-                .filter(|(_, o)| matches!(o, SaOutcome::Failed(_) | SaOutcome::Missing))
+                .filter(|(_, o)| matches!(o, SaOutcome::Failed(_)))
                 .count();
         }
         t
@@ -296,7 +296,7 @@ impl CycleReport {
                 Ok(c) => info!(
                     source = %source,
                     registries = c.entries.len(),
-                    expires_at = ?c.expires_at.map(|t| t.to_rfc3339()),
+                    expires_at = %c.expires_at.map_or_else(|| "never".to_string(), |t| t.to_rfc3339()),
                     "source ok"
                 ),
                 Err(e) => warn!(source = %source, error = %e, "source failed"),

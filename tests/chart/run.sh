@@ -252,6 +252,27 @@ can "$SA" create leases.coordination.k8s.io -n "$NS"
 cannot "$SA" update leases.coordination.k8s.io/other-lease -n "$NS"
 cannot "$SA" create leases.coordination.k8s.io -n ecr-a
 cannot "$SA" delete leases.coordination.k8s.io/ecr-regcred-refresher -n "$NS"
+# The daemon itself (watches, Lease, events) under the same identity: ready, and holding the Lease.
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+KUBECONFIG="$KC" POD_NAME=ecr-0 POD_NAMESPACE="$NS" "$BIN" --config "$CFG" --admin-addr "127.0.0.1:$PORT" \
+  --leader-election --lease-name "$REL-regcred-refresher" --lease-namespace "$NS" --prune --log-format text \
+  >"$WORK/daemon.log" 2>&1 &
+DAEMON_PID=$!
+daemon_ready() {
+  local _
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  tail -n 20 "$WORK/daemon.log"
+  return 1
+}
+check "daemon under the deployment's RBAC becomes ready (/readyz)" daemon_ready
+check "daemon holds the Lease $REL-regcred-refresher" bash -c \
+  "kubectl -n $NS get lease $REL-regcred-refresher -o jsonpath='{.spec.holderIdentity}' | grep -q ."
+refuse "daemon logged no forbidden error" grep -i forbidden "$WORK/daemon.log"
+kill -TERM "$DAEMON_PID" 2>/dev/null || true
+wait "$DAEMON_PID" 2>/dev/null || true
 # Without prune the daemon's RBAC holds no delete at all.
 helm template "$REL" "$CHART" -n "$NS" -f "$FIX/values-ecr-daemon.yaml" --set prune=false \
   --set fullnameOverride="$REL-regcred-refresher" -s templates/rbac.yaml | kubectl apply -f - >/dev/null
