@@ -300,10 +300,15 @@ async fn reconcile_loop(
     store: Store<kube::core::PartialObjectMeta<Namespace>>,
     cancel: CancellationToken,
 ) {
+    // Writes that failed (API server away, 429, …) are retried with a full cycle on a
+    // backoff of their own, independent of the token schedule.
+    let mut retry: Option<(tokio::time::Instant, u32)> = None;
     loop {
+        let retry_at = retry.map(|(at, _)| at);
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             t = rx.recv() => match t { Some(t) => t, None => return },
+            _ = sleep_until_opt(retry_at) => Trigger::All,
         };
         // Let a burst (a token refresh and its own watch echoes) arrive, then take it whole.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -320,17 +325,52 @@ async fn reconcile_loop(
                 }
             }
         }
-        if all {
-            full_cycle(shared).await;
+        let clean = if all {
+            full_cycle(shared).await
         } else {
-            for ns in namespaces {
-                one_namespace(shared, &store, ns).await;
-            }
-        }
+            futures::stream::iter(namespaces)
+                .map(|ns| one_namespace(shared, &store, ns))
+                .buffer_unordered(shared.config.concurrency)
+                .fold(true, |acc, ok| async move { acc && ok })
+                .await
+        };
+        retry = if clean {
+            None
+        } else {
+            let failures = retry.map_or(0, |(_, n)| n + 1);
+            let wait = crate::schedule::backoff(
+                &shared.config.daemon.policy,
+                failures + 1,
+                fastrand::f64(),
+            );
+            warn!(
+                retry_in_ms = wait.as_millis() as u64,
+                "some writes failed; retrying"
+            );
+            Some((tokio::time::Instant::now() + wait, failures))
+        };
     }
 }
 
-async fn full_cycle(shared: &Shared) {
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Failures a later attempt may fix (not a failed source: its own timer retries it).
+fn needs_retry(report: &CycleReport) -> bool {
+    report.resolve_error.is_some()
+        || report.namespaces.iter().any(|ns| {
+            ns.secrets.iter().any(|(_, o)| {
+                matches!(o, SecretOutcome::Failed(e) if !matches!(e, crate::writer::WriteError::SourceFailed { .. }))
+            }) || ns.service_accounts.iter().any(|(_, o)| matches!(o, SaOutcome::Failed(_)))
+        })
+}
+
+/// Returns false when something failed that a retry may fix.
+async fn full_cycle(shared: &Shared) -> bool {
     let _timer = CycleTimer::start(&shared.metrics.cycle_duration);
     let creds = shared.snapshot();
     let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
@@ -367,13 +407,14 @@ async fn full_cycle(shared: &Shared) {
     if all_sources && report.resolve_error.is_none() {
         shared.cycle_done.store(true, Ordering::Relaxed);
     }
+    !needs_retry(&report)
 }
 
 async fn one_namespace(
     shared: &Shared,
     store: &Store<kube::core::PartialObjectMeta<Namespace>>,
     ns: String,
-) {
+) -> bool {
     let decision = store.get(&ObjectRef::new(&ns)).map(|meta| {
         let m = &meta.metadata;
         let empty = BTreeMap::new();
@@ -389,7 +430,7 @@ async fn one_namespace(
             let creds = shared.snapshot();
             let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
             if plan.desired.is_empty() {
-                return; // nothing fetched yet: the start-up cycle will come
+                return true; // nothing fetched yet: the start-up cycle will come
             }
             let r = cycle::write_namespace(&shared.writer, &shared.config, ns, &plan).await;
             let report = CycleReport {
@@ -398,11 +439,13 @@ async fn one_namespace(
             };
             record(shared, &report).await;
             report.log_outcomes(shared.config.write_mode, false);
+            !needs_retry(&report)
         }
         Some(_) if shared.config.daemon.prune => {
             prune(shared, |n, _| n == ns).await;
+            true
         }
-        _ => {}
+        _ => true,
     }
 }
 

@@ -406,3 +406,45 @@ async fn sigterm_exits_zero_promptly() {
     assert!(status.success(), "{}", d.logs());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn a_conflict_is_reported_as_a_kubernetes_event_on_the_secret() {
+    let s = Scratch::new().await;
+    let p = unique("de");
+    let ns = s.namespace(&p, &[], &[]).await;
+    let theirs = Secret {
+        metadata: ObjectMeta {
+            name: Some("regcred".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(s.client.clone(), &ns)
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let cfg = google_config(&s, &format!("{p}-*"), "");
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &ns);
+    let found = wait_until(Duration::from_secs(10), || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Conflict")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("regcred")
+                    && e.reporting_controller.as_deref() == Some("regcred-refresher")
+            })
+    })
+    .await;
+    assert!(found, "no Conflict event: {}", d.logs());
+    assert_eq!(
+        d.metric("regcred_secret_writes_total{result=\"conflict\"}")
+            .await,
+        Some(1.0)
+    );
+}

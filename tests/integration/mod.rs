@@ -1,8 +1,10 @@
 mod common;
 mod daemon;
 mod google;
+mod link;
 mod once_ecr;
 mod once_static;
+mod outage;
 mod ownership;
 mod rbac;
 mod smoke;

@@ -1,0 +1,144 @@
+//! Outages of a provider and of the API server while the daemon runs: the last good secret
+//! stays, the failure shows in metrics and readiness, and everything is correct again once
+//! the fault clears, without a restart.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
+
+use super::common::*;
+use super::link::Link;
+
+fn ecr_config(s: &Scratch, include: &str) -> std::path::PathBuf {
+    s.file(
+        &unique("o.yaml"),
+        &format!("registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: regcred\n    registries: [ecr]\nnamespaces:\n  include: [\"{include}\"]\n"),
+    )
+}
+
+#[tokio::test]
+async fn a_provider_outage_keeps_the_secret_and_recovers() {
+    let s = Scratch::new().await;
+    let p = unique("po");
+    let ns = s.namespace(&p, &[], &[]).await;
+    let link = Link::to(Link::parse(&env("REGCRED_TEST_MOTO_URL"))).await;
+    let cfg = ecr_config(&s, &format!("{p}-*"));
+    // moto's tokens arrive expired, so the daemon refetches at the (here 1 s) floor.
+    let d = DaemonProc::start(
+        &s,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--min-refresh-interval",
+            "1",
+            "--max-backoff",
+            "2",
+            "--provider-timeout",
+            "5",
+        ],
+        &[("AWS_ENDPOINT_URL", &link.url("http"))],
+    )
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.secret(&ns, "regcred").await.is_some()
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    let before = s.secret(&ns, "regcred").await.unwrap();
+
+    link.down();
+    let failed = "regcred_refreshes_total{source=\"ecr\",result=\"ecr_call\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            d.metric(failed).await.unwrap_or(0.0) >= 2.0
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    assert!(
+        d.logs()
+            .contains("fetch failed; the last good credential stays in use"),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(d.get("/readyz").await.unwrap().0, 503);
+    let during = s.secret(&ns, "regcred").await.unwrap();
+    assert_eq!(
+        rv(&during),
+        rv(&before),
+        "the last good secret stays untouched"
+    );
+
+    link.up().await;
+    let ok = "regcred_refreshes_total{source=\"ecr\",result=\"success\"}";
+    let base = d.metric(ok).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            d.metric(ok).await.unwrap_or(0.0) > base
+        })
+        .await,
+        "no recovery: {}",
+        d.logs()
+    );
+    assert!(s.secret(&ns, "regcred").await.is_some());
+}
+
+#[tokio::test]
+async fn an_api_server_outage_ends_with_every_target_correct() {
+    let s = Scratch::new().await;
+    let p = unique("ao");
+    let a = s.namespace(&p, &[], &[]).await;
+    let link = Link::to(Link::parse(&env("REGCRED_TEST_API_SERVER"))).await;
+    // The daemon reaches the API server only through the link.
+    let mut kc: serde_json::Value = serde_json::to_value(
+        kube::config::Kubeconfig::read_from(env("REGCRED_TEST_KUBECONFIG")).unwrap(),
+    )
+    .unwrap();
+    for c in kc["clusters"].as_array_mut().unwrap() {
+        c["cluster"]["server"] = link.url("https").into();
+    }
+    let kubeconfig = s.file("kubeconfig-link", &kc.to_string());
+    let cfg = s.file(
+        "g.yaml",
+        &format!(
+            "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{p}-*\"]\n",
+            env("REGCRED_TEST_GOOGLE_KEY_FILE")
+        ),
+    );
+    let d = DaemonProc::start(
+        &s,
+        &["--config", cfg.to_str().unwrap()],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    )
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.secret(&a, "regcred").await.is_some()
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+
+    link.down();
+    // While it is away: a secret is deleted and a namespace appears.
+    Api::<Secret>::namespaced(s.client.clone(), &a)
+        .delete("regcred", &DeleteParams::default())
+        .await
+        .unwrap();
+    let b = s.namespace(&p, &[], &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(s.secret(&b, "regcred").await.is_none());
+    link.up().await;
+    let healed = wait_until(Duration::from_secs(30), || async {
+        s.secret(&a, "regcred").await.is_some() && s.secret(&b, "regcred").await.is_some()
+    })
+    .await;
+    assert!(healed, "not healed after the outage: {}", d.logs());
+    assert_eq!(d.get("/readyz").await.unwrap().0, 200);
+}
