@@ -27,7 +27,27 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
     let s = Scratch::new().await;
     let p = unique("dw");
     let first = s.namespace(&p, &[], &[]).await;
-    let cfg = google_config(&s, &format!("{p}-*"), "serviceAccounts: [default]\n");
+    // The token endpoint sits behind a link we cut after the first token: everything below
+    // must work from the cache.
+    let link = super::link::Link::to(super::link::Link::parse(&env(
+        "REGCRED_TEST_GOOGLE_TOKEN_URL",
+    )))
+    .await;
+    let mut key: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
+    )
+    .unwrap();
+    let linked_uri = format!("{}/token", link.url("http"));
+    key["token_uri"] = linked_uri.clone().into();
+    fixture_control(&serde_json::json!({ "accept_audience": linked_uri })).await;
+    let keyfile = s.file("linked-key.json", &key.to_string());
+    let cfg = s.file(
+        "d.yaml",
+        &format!(
+            "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{p}-*\"]\nserviceAccounts: [default]\n",
+            keyfile.display()
+        ),
+    );
     let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
     assert!(
         wait_until(Duration::from_secs(10), || has_secret(&s, &first)).await,
@@ -36,6 +56,7 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
     );
     let fetches = "regcred_refreshes_total{source=\"gar\",result=\"success\"}";
     assert_eq!(d.metric(fetches).await, Some(1.0));
+    link.down();
 
     let started = Instant::now();
     let second = s.namespace(&p, &[], &[]).await;
@@ -98,6 +119,11 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
         d.metric(fetches).await,
         Some(1.0),
         "restores and new namespaces cost no token call"
+    );
+    assert!(
+        !d.logs().contains("fetch failed"),
+        "a token call was attempted: {}",
+        d.logs()
     );
 }
 
