@@ -104,6 +104,11 @@ pub struct Tuning {
     #[arg(long, env = "REGCRED_PROVIDER_TIMEOUT", default_value_t = 30)]
     pub provider_timeout: u64,
 
+    /// Name of this installation, written as the `regcred-refresher.io/instance` label: secrets
+    /// of another instance are never overwritten, watched or pruned by this one.
+    #[arg(long, env = "REGCRED_INSTANCE", default_value = "default")]
+    pub instance: String,
+
     /// Field manager name for server-side apply.
     #[arg(
         long,

@@ -39,6 +39,8 @@ pub struct Config {
     pub concurrency: usize,
     pub provider_timeout: Duration,
     pub field_manager: String,
+    /// Value of the instance label on everything we write.
+    pub instance: String,
     pub daemon: DaemonConfig,
 }
 
@@ -294,6 +296,7 @@ impl Config {
                 "use a number of seconds from 1 to 3600",
             ));
         }
+        validate::label_value("--instance", &t.instance)?;
         let daemon = validate::daemon(&cli.daemon)?;
         let v = validate::validate(file)?;
         Ok(Config {
@@ -306,6 +309,7 @@ impl Config {
             concurrency: t.concurrency,
             provider_timeout: Duration::from_secs(t.provider_timeout),
             field_manager: t.field_manager.clone(),
+            instance: t.instance.clone(),
             daemon,
         })
     }

@@ -208,6 +208,7 @@ impl Refresher {
             client.clone(),
             config.write_mode,
             config.field_manager.clone(),
+            config.instance.clone(),
         );
         Self {
             config,

@@ -22,6 +22,12 @@ pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DATA_KEY: &str = ".dockerconfigjson";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "regcred-refresher";
+pub const INSTANCE_LABEL: &str = "regcred-refresher.io/instance";
+
+/// The label selector for everything one instance manages.
+pub fn managed_selector(instance: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={instance}")
+}
 pub const SOURCES_ANNOTATION: &str = "regcred-refresher.io/sources";
 pub const EXPIRES_ANNOTATION: &str = "regcred-refresher.io/expires-at";
 
@@ -56,8 +62,12 @@ pub struct DesiredSecret {
 }
 
 impl DesiredSecret {
-    fn labels(&self) -> BTreeMap<String, String> {
-        [(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into()
+    fn labels(&self, instance: &str) -> BTreeMap<String, String> {
+        [
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+            (INSTANCE_LABEL.to_string(), instance.to_string()),
+        ]
+        .into()
     }
 
     fn annotations(&self) -> BTreeMap<String, String> {
@@ -72,12 +82,12 @@ impl DesiredSecret {
     }
 
     /// The object we apply: only the fields we own.
-    pub fn to_secret(&self, namespace: &str) -> Secret {
+    pub fn to_secret(&self, namespace: &str, instance: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(namespace.to_string()),
-                labels: Some(self.labels()),
+                labels: Some(self.labels(instance)),
                 annotations: Some(self.annotations()),
                 ..Default::default()
             },
@@ -189,14 +199,21 @@ pub struct Writer {
     client: kube::Client,
     mode: WriteMode,
     field_manager: String,
+    instance: String,
 }
 
 impl Writer {
-    pub fn new(client: kube::Client, mode: WriteMode, field_manager: String) -> Self {
+    pub fn new(
+        client: kube::Client,
+        mode: WriteMode,
+        field_manager: String,
+        instance: String,
+    ) -> Self {
         Self {
             client,
             mode,
             field_manager,
+            instance,
         }
     }
 
@@ -223,12 +240,12 @@ impl Writer {
         let changes = match &existing {
             None => None,
             Some(cur) => {
-                let managed = cur
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(MANAGED_BY_LABEL))
-                    .is_some_and(|v| v == MANAGED_BY);
+                // Ours means our label and our instance: another installation's secret is as
+                // foreign as a hand-made one.
+                let labels = cur.metadata.labels.as_ref();
+                let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+                let managed = label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                    && label(INSTANCE_LABEL) == Some(self.instance.as_str());
                 if !managed && !desired.adopt {
                     return (SecretOutcome::Conflict, Printed::default());
                 }
@@ -240,7 +257,7 @@ impl Writer {
                         found,
                     });
                 }
-                Some(changes(cur, desired, managed))
+                Some(changes(cur, desired, managed, &self.instance))
             }
         };
         let outcome = match &changes {
@@ -251,7 +268,8 @@ impl Writer {
         let mut printed = Printed::default();
         match self.mode {
             WriteMode::DryRunClient => {
-                printed.manifest = Some(manifest_yaml(&desired.to_secret(namespace)));
+                printed.manifest =
+                    Some(manifest_yaml(&desired.to_secret(namespace, &self.instance)));
                 return (outcome, printed);
             }
             WriteMode::Diff => {
@@ -270,7 +288,7 @@ impl Writer {
             .patch(
                 &desired.name,
                 &pp,
-                &Patch::Apply(&desired.to_secret(namespace)),
+                &Patch::Apply(&desired.to_secret(namespace, &self.instance)),
             )
             .await
         {
@@ -385,7 +403,7 @@ pub enum SaOutcome {
 
 /// What differs between the live secret and the desired one, by registry host and metadata
 /// key: never the values.
-fn changes(cur: &Secret, desired: &DesiredSecret, managed: bool) -> Vec<String> {
+fn changes(cur: &Secret, desired: &DesiredSecret, managed: bool, instance: &str) -> Vec<String> {
     let mut out = Vec::new();
     if !managed {
         out.push("adopted".to_string());
@@ -424,7 +442,7 @@ fn changes(cur: &Secret, desired: &DesiredSecret, managed: bool) -> Vec<String> 
         (
             "label",
             cur.metadata.labels.as_ref().unwrap_or(&empty),
-            desired.labels(),
+            desired.labels(instance),
         ),
         (
             "annotation",
@@ -455,7 +473,9 @@ fn describe(namespace: &str, secret: &str, outcome: &SecretOutcome) -> String {
             format!("{namespace}/{secret}: would update: {}", c.join("; "))
         }
         SecretOutcome::Conflict => {
-            format!("{namespace}/{secret}: conflict: exists and is not managed by {MANAGED_BY}")
+            format!(
+                "{namespace}/{secret}: conflict: exists and is not managed by this {MANAGED_BY} instance"
+            )
         }
         SecretOutcome::Failed(e) => format!("{namespace}/{secret}: {e}"),
     }
@@ -482,7 +502,7 @@ mod tests {
 
     #[test]
     fn secret_carries_type_label_and_annotations() {
-        let s = desired(b"{}").to_secret("ns");
+        let s = desired(b"{}").to_secret("ns", "default");
         assert_eq!(s.type_.as_deref(), Some(SECRET_TYPE));
         let ann = s.metadata.annotations.unwrap();
         assert_eq!(ann[SOURCES_ANNOTATION], "a,b");
@@ -494,8 +514,8 @@ mod tests {
     fn changes_name_hosts_and_keys_never_values() {
         let old = br#"{"auths":{"h1":{"auth":"x"},"gone":{"auth":"y"}}}"#;
         let new = br#"{"auths":{"h1":{"auth":"SECRETNEW"},"h2":{"auth":"z"}}}"#;
-        let live = desired(old).to_secret("ns");
-        let c = changes(&live, &desired(new), true);
+        let live = desired(old).to_secret("ns", "default");
+        let c = changes(&live, &desired(new), true, "default");
         assert_eq!(
             c,
             [
@@ -504,14 +524,14 @@ mod tests {
                 "credentials removed for gone"
             ]
         );
-        assert!(changes(&live, &desired(old), true).is_empty());
+        assert!(changes(&live, &desired(old), true, "default").is_empty());
         let text = c.join(" ");
         assert!(!text.contains("SECRETNEW"));
     }
 
     #[test]
     fn manifest_is_yaml_with_base64_data() {
-        let y = manifest_yaml(&desired(b"{\"auths\":{}}").to_secret("team-a"));
+        let y = manifest_yaml(&desired(b"{\"auths\":{}}").to_secret("team-a", "default"));
         assert!(y.contains("kind: Secret"), "{y}");
         assert!(y.contains("type: kubernetes.io/dockerconfigjson"), "{y}");
         assert!(y.contains("eyJhdXRocyI6e319"), "{y}");

@@ -542,6 +542,25 @@ fn dns_label(field: &str, v: &str, what: &str) -> R<()> {
     }
 }
 
+pub(super) fn label_value(field: &str, v: &str) -> R<()> {
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            &format!("{v:?} is not a valid label value"),
+            "use up to 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (the Helm release name fits)",
+        ))
+    }
+}
+
 pub(crate) fn dns_subdomain(field: &str, v: &str, what: &str) -> R<()> {
     let ok = !v.is_empty()
         && v.len() <= 253

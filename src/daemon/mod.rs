@@ -27,7 +27,7 @@ use crate::cycle::{self, CycleReport};
 use crate::metrics::{CycleTimer, Metrics, SourceLabel};
 use crate::namespaces::Decision;
 use crate::providers::Provider;
-use crate::writer::{MANAGED_BY, MANAGED_BY_LABEL, SaOutcome, SecretOutcome, Writer};
+use crate::writer::{MANAGED_BY, SaOutcome, SecretOutcome, Writer, managed_selector};
 
 mod leader;
 pub mod sources;
@@ -73,6 +73,7 @@ impl Shared {
             client.clone(),
             config.write_mode,
             config.field_manager.clone(),
+            config.instance.clone(),
         );
         let recorder = config.daemon.events.then(|| {
             Recorder::new(
@@ -274,6 +275,7 @@ async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
         .collect();
     tasks.spawn(watch::secrets(
         shared.client.clone(),
+        shared.config.instance.clone(),
         secret_names,
         tx.clone(),
         cancel.clone(),
@@ -501,7 +503,7 @@ async fn record(shared: &Shared, report: &CycleReport) {
 /// are listed, and each delete is preconditioned on the uid we saw.
 async fn prune(shared: &Shared, doomed: impl Fn(&str, &str) -> bool) {
     let api: Api<Secret> = Api::all(shared.client.clone());
-    let lp = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let lp = ListParams::default().labels(&managed_selector(&shared.config.instance));
     let list = match api.list_metadata(&lp).await {
         Ok(l) => l.items,
         Err(error) => {

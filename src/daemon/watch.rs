@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Trigger;
-use crate::writer::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::writer::managed_selector;
 
 /// Namespaces, cached for the reconciler's per-namespace decisions. After every (re)list the
 /// whole set is reconciled once; afterwards each change triggers its own namespace.
@@ -68,16 +68,26 @@ pub fn namespaces(
     (reader, task)
 }
 
-/// Managed secrets (by label), so a deleted or edited one is restored from the cached
-/// credentials. Our own writes come back here too; they reconcile to "unchanged".
+/// Managed secrets, so a deleted or edited one is restored from the cached credentials.
+/// One watch per configured name, by field selector: RBAC can then limit list/watch to those
+/// names (`resourceNames`) instead of every secret in the cluster. Our own writes come back here
+/// too; they reconcile to "unchanged".
 pub async fn secrets(
     client: kube::Client,
+    instance: String,
     names: BTreeSet<String>,
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
-    let cfg = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let stream = watcher(Api::<PartialObjectMeta<Secret>>::all(client), cfg).default_backoff();
+    let streams = names.iter().map(|name| {
+        let cfg = watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .labels(&managed_selector(&instance));
+        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg)
+            .default_backoff()
+            .boxed()
+    });
+    let stream = futures::stream::select_all(streams);
     forward(
         stream,
         "secret",

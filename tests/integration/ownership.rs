@@ -115,7 +115,10 @@ async fn a_managed_name_with_the_wrong_type_is_a_clear_error() {
         &bad,
         "regcred",
         "Opaque",
-        &[("app.kubernetes.io/managed-by", "regcred-refresher")],
+        &[
+            ("app.kubernetes.io/managed-by", "regcred-refresher"),
+            ("regcred-refresher.io/instance", "default"),
+        ],
     )
     .await;
     let cfg = static_config(&s, "regcred", &format!("  include: [{bad}, {good}]\n"), "");
@@ -253,4 +256,33 @@ async fn globs_selector_exclude_opt_out_and_missing() {
         !list.status.success(),
         "the missing namespace was never created"
     );
+}
+
+#[tokio::test]
+async fn another_instances_secret_is_foreign() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("inst", &[], &[]).await;
+    let cfg = static_config(&s, "regcred", &format!("  include: [{ns}]\n"), "");
+    let r = run_bin(
+        &[
+            "--once",
+            "--instance",
+            "team-x",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let written = s.secret(&ns, "regcred").await.unwrap();
+    assert_eq!(
+        written.metadata.labels.clone().unwrap()["regcred-refresher.io/instance"],
+        "team-x"
+    );
+    // The default instance sees team-x's secret as someone else's and leaves it alone.
+    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("conflict"), "{}", r.stderr);
+    assert_eq!(rv(&s.secret(&ns, "regcred").await.unwrap()), rv(&written));
 }
