@@ -105,11 +105,14 @@ pub async fn service_accounts(
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
-    let stream = watcher(
-        Api::<PartialObjectMeta<ServiceAccount>>::all(client),
-        watcher::Config::default(),
-    )
-    .default_backoff();
+    // Per name, like the secrets: list/watch can be limited to the configured names.
+    let streams = names.iter().map(|name| {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        watcher(Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()), cfg)
+            .default_backoff()
+            .boxed()
+    });
+    let stream = futures::stream::select_all(streams);
     forward(
         stream,
         "serviceaccount",

@@ -188,6 +188,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
+    - name: REGCRED_INSTANCE
+      value: {{ $.Release.Name | quote }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
