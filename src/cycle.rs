@@ -16,7 +16,7 @@ use crate::credentials::Credentials;
 use crate::dockerconfig;
 use crate::namespaces::{self, Decision};
 use crate::providers::{Provider, ProviderError};
-use crate::writer::{DesiredSecret, Payload, SaOutcome, SecretOutcome, WriteError, Writer};
+use crate::writer::{DesiredSecret, Live, Payload, SaOutcome, SecretOutcome, WriteError, Writer};
 
 /// The secrets to write this time, and those held back because a source is unavailable.
 #[derive(Debug, Default)]
@@ -84,6 +84,7 @@ pub async fn write_namespace(
     config: &Config,
     namespace: String,
     plan: &Plan,
+    live: Option<&Live>,
 ) -> NamespaceReport {
     let mut r = NamespaceReport {
         namespace,
@@ -93,7 +94,7 @@ pub async fn write_namespace(
         diffs: Vec::new(),
     };
     for d in &plan.desired {
-        let (outcome, printed) = writer.write_secret(&r.namespace, d).await;
+        let (outcome, printed) = writer.write_secret(&r.namespace, d, live).await;
         r.manifests.extend(printed.manifest);
         r.diffs.extend(printed.diff);
         r.secrets.push((d.name.clone(), outcome));
@@ -157,8 +158,15 @@ pub async fn write_all(
         .iter()
         .map(|(s, why)| format!("{s}: {why}"))
         .collect();
+    let names: Vec<&str> = plan.desired.iter().map(|d| d.name.as_str()).collect();
+    let live = if names.is_empty() || resolution.targets.is_empty() {
+        None
+    } else {
+        writer.list_live(&names).await
+    };
+    let live = live.as_ref();
     let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
-        .map(|ns| write_namespace(writer, config, ns, plan))
+        .map(|ns| write_namespace(writer, config, ns, plan, live))
         .buffer_unordered(config.concurrency)
         .collect()
         .await;

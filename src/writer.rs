@@ -188,6 +188,9 @@ impl WriteError {
     }
 }
 
+/// Live secrets by (namespace, name), read in one list per configured name.
+pub type Live = BTreeMap<(String, String), Secret>;
+
 /// What the run prints instead of (or besides) writing.
 #[derive(Debug, Default)]
 pub struct Printed {
@@ -217,25 +220,62 @@ impl Writer {
         }
     }
 
+    /// Reads every live secret of the given names in one list per name (a field selector on
+    /// the name, which RBAC can restrict with `resourceNames`), so a full cycle costs one
+    /// request plus the writes instead of a read per namespace. `None` when the list is not
+    /// allowed (a namespaced install): each write then reads its own secret.
+    pub async fn list_live(&self, names: &[&str]) -> Option<Live> {
+        let api: Api<Secret> = Api::all(self.client.clone());
+        let mut live = Live::new();
+        for name in names {
+            let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+            match api.list(&lp).await {
+                Ok(list) => {
+                    for s in list.items {
+                        if let (Some(ns), Some(n)) =
+                            (s.metadata.namespace.clone(), s.metadata.name.clone())
+                        {
+                            live.insert((ns, n), s);
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "cannot list secrets by name; reading each namespace instead");
+                    return None;
+                }
+            }
+        }
+        Some(live)
+    }
+
     pub async fn write_secret(
         &self,
         namespace: &str,
         desired: &DesiredSecret,
+        live: Option<&Live>,
     ) -> (SecretOutcome, Printed) {
         let span = info_span!("write", namespace, secret = %desired.name);
-        self.write_inner(namespace, desired).instrument(span).await
+        self.write_inner(namespace, desired, live)
+            .instrument(span)
+            .await
     }
 
     async fn write_inner(
         &self,
         namespace: &str,
         desired: &DesiredSecret,
+        live: Option<&Live>,
     ) -> (SecretOutcome, Printed) {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let fail = |e| (SecretOutcome::Failed(e), Printed::default());
-        let existing = match api.get_opt(&desired.name).await {
-            Ok(e) => e,
-            Err(e) => return fail(WriteError::from_kube(namespace, &desired.name, "get", e)),
+        let existing = match live {
+            Some(live) => live
+                .get(&(namespace.to_string(), desired.name.clone()))
+                .cloned(),
+            None => match api.get_opt(&desired.name).await {
+                Ok(e) => e,
+                Err(e) => return fail(WriteError::from_kube(namespace, &desired.name, "get", e)),
+            },
         };
         let changes = match &existing {
             None => None,
@@ -282,7 +322,12 @@ impl Writer {
             debug!("unchanged, no write");
             return (outcome, printed);
         }
-        let mut pp = PatchParams::apply(&self.field_manager).force();
+        // Force only over a secret we saw and own: a create is not forced, so a foreign secret
+        // created since we looked makes the apply conflict (409) instead of being taken over.
+        let mut pp = PatchParams::apply(&self.field_manager);
+        if existing.is_some() {
+            pp = pp.force();
+        }
         pp.dry_run = self.mode == WriteMode::DryRunServer;
         match api
             .patch(

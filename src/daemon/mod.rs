@@ -434,7 +434,7 @@ async fn one_namespace(
             if plan.desired.is_empty() {
                 return true; // nothing fetched yet: the start-up cycle will come
             }
-            let r = cycle::write_namespace(&shared.writer, &shared.config, ns, &plan).await;
+            let r = cycle::write_namespace(&shared.writer, &shared.config, ns, &plan, None).await;
             let report = CycleReport {
                 namespaces: vec![r],
                 ..Default::default()

@@ -195,7 +195,7 @@ refuse "excluded st-other untouched" kubectl -n st-other get secret regcred
 check "ServiceAccount default in st-a references regcred" bash -c \
   "kubectl -n st-a get sa default -o json | jq -e '.imagePullSecrets | any(.name == \"regcred\")'"
 check "second --once (unchanged) exits 0" once "$KC" "$CFG"
-can "$SA" get secrets/regcred -n st-a
+can "$SA" list secrets/regcred -n st-a
 can "$SA" patch secrets/regcred -n st-other
 cannot "$SA" get secrets/unrelated -n st-a
 cannot "$SA" patch secrets/unrelated -n st-a

@@ -38,7 +38,7 @@ async fn forbidden_namespace_fails_alone_with_a_clear_message() {
     let line = r
         .stderr
         .lines()
-        .find(|l| l.contains("forbidden"))
+        .find(|l| l.contains("forbidden to"))
         .unwrap_or_else(|| panic!("no forbidden line: {}", r.stderr));
     assert!(line.contains(&denied) && line.contains("grant"), "{line}");
 

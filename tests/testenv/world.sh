@@ -272,7 +272,15 @@ do_up() {
   # 2. kube-apiserver
   local pki="$DIR/pki" api_log="$DIR/logs/kube-apiserver.log"
   mkdir -p "$DIR/apiserver"
+  # REGCRED_WORLD_AUDIT=1: one audit line per request (metadata only) in DIR/logs/audit.log,
+  # for the benchmark's request counts.
+  local audit=()
+  if [[ "${REGCRED_WORLD_AUDIT:-}" == 1 ]]; then
+    printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n' >"$DIR/apiserver/audit-policy.yaml"
+    audit=(--audit-policy-file="$DIR/apiserver/audit-policy.yaml" --audit-log-path="$DIR/logs/audit.log" --audit-log-maxbackup=0)
+  fi
   start_proc kube-apiserver "$api_log" "$bin/kube-apiserver" \
+    "${audit[@]}" \
     --etcd-servers="$etcd_url" \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Benchmark: one refresh cycle across many namespaces, side by side with the kubectl
+pipeline (baseline A) and the raw server-side-apply limit (baseline B), in one run on the same
+API server and moto. Started by `make bench` inside a test world with the API server's audit
+log on (REGCRED_WORLD_AUDIT=1), which is where request counts come from; token calls are
+counted in moto's request log.
+
+Writes bench/results/latest.json and prints a Markdown table with the ratios.
+"""
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ROOT / "target/release/regcred-refresher"
+BASELINE_B = ROOT / "target/release/examples/bench_ssa"
+WORLD = Path(os.environ.get("REGCRED_TEST_WORLD_DIR", "/nonexistent"))
+AUDIT = WORLD / "logs/audit.log"
+MOTO_LOG = WORLD / "logs/moto.log"
+ACCOUNT = os.environ.get("REGCRED_TEST_AWS_ACCOUNT_ID", "123456789012")
+ECR_HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+CONCURRENCY = 16
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+class Window:
+    """Counts API requests (from the audit log) and ECR token calls (moto's request log)
+    made between start() and stop()."""
+
+    def start(self):
+        self.audit_at = AUDIT.stat().st_size
+        self.moto_at = MOTO_LOG.stat().st_size
+        return self
+
+    def stop(self):
+        time.sleep(0.3)  # the audit and moto logs are written after the response
+        with open(AUDIT, "rb") as f:
+            f.seek(self.audit_at)
+            lines = f.read().decode().splitlines()
+        kinds = {}
+        for line in lines:
+            ev = json.loads(line)
+            user = ev.get("user", {}).get("username", "")
+            if user.startswith("system:"):
+                continue
+            res = ev.get("objectRef", {}).get("resource", "-")
+            key = f"{ev['verb']} {res}"
+            kinds[key] = kinds.get(key, 0) + 1
+        with open(MOTO_LOG, "rb") as f:
+            f.seek(self.moto_at)
+            tokens = sum(1 for l in f.read().decode().splitlines() if '"POST / HTTP' in l)
+        writes = sum(v for k, v in kinds.items() if k.split()[0] in ("create", "patch", "update", "delete"))
+        return {"requests": kinds, "total": sum(kinds.values()), "writes": writes, "token_calls": tokens}
+
+
+def create_namespaces(prefix, n):
+    docs = "".join(
+        f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {prefix}{i}\n" for i in range(n)
+    )
+    subprocess.run(["kubectl", "create", "-f", "-"], input=docs, text=True, check=True, capture_output=True)
+
+
+def timed_once(config, log_level="warn"):
+    """Wall time and peak RSS of one `--once` run, via /usr/bin/time -v."""
+    t0 = time.monotonic()
+    r = subprocess.run(
+        ["/usr/bin/time", "-v", str(OURS), "--once", "--config", config, "--log-level", log_level,
+         "--concurrency", str(CONCURRENCY)],
+        capture_output=True, text=True,
+    )
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit(f"regcred-refresher --once failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
+    return {"seconds": round(wall, 3), "peak_rss_mib": round(rss_kb / 1024, 1)}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode(errors="replace")
+
+
+def metric(port, name):
+    for line in http_get(port, "/metrics").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def api(method, path, body=None):
+    """A request to the API server with curl (fast to start, admin identity)."""
+    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+            "--cacert", os.environ["REGCRED_TEST_CA_CERT"],
+            "--cert", os.environ["REGCRED_TEST_ADMIN_CERT"], "--key", os.environ["REGCRED_TEST_ADMIN_KEY"],
+            os.environ["REGCRED_TEST_API_SERVER"] + path]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    return sh(*args).stdout
+
+
+def status_kib(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def daemon(config, prefix, n):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(OURS), "--config", config, "--admin-addr", f"127.0.0.1:{port}", "--log-level", "warn",
+         "--concurrency", str(CONCURRENCY)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if (metric(port, "regcred_cycle_duration_seconds_count") or 0) >= 1 and metric(port, "regcred_target_namespaces") == n:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            sys.exit("daemon never finished its first cycle")
+        time.sleep(5)  # settle: watches established, first echoes reconciled
+        settled = {"rss_mib": round(status_kib(proc.pid, "VmRSS") / 1024, 1),
+                   "peak_rss_mib": round(status_kib(proc.pid, "VmHWM") / 1024, 1)}
+        # A new namespace: from the create request to the first 200 on its secret.
+        latencies = []
+        for k in range(5):
+            name = f"{prefix}new{k}"
+            t0 = time.monotonic()
+            assert api("POST", "/api/v1/namespaces", {"metadata": {"name": name}}) == "201"
+            while api("GET", f"/api/v1/namespaces/{name}/secrets/regcred") != "200":
+                if time.monotonic() - t0 > 30:
+                    sys.exit(f"{name} never got its secret")
+                time.sleep(0.01)
+            latencies.append(time.monotonic() - t0)
+        settled["new_namespace_seconds"] = sorted(round(x, 3) for x in latencies)
+        settled["new_namespace_median_seconds"] = sorted(latencies)[len(latencies) // 2]
+        settled["peak_rss_after_mib"] = round(status_kib(proc.pid, "VmHWM") / 1024, 1)
+        return settled
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def baseline_a(prefix, n, sample, aws):
+    """The seeds' pipeline, one namespace after the other, as users run it from a CronJob."""
+    count = min(n, sample) if sample else n
+    script = (
+        'for ns in "$@"; do kubectl create secret docker-registry regcred-a -n "$ns" '
+        f'--docker-server={ECR_HOST} --docker-username=AWS '
+        f'--docker-password="$({aws} ecr get-login-password --region us-east-1)" '
+        '--dry-run=client -o yaml | kubectl apply -f - >/dev/null; done'
+    )
+    w = Window().start()
+    t0 = time.monotonic()
+    subprocess.run(["bash", "-c", script, "a"] + [f"{prefix}{i}" for i in range(count)], check=True)
+    secs = time.monotonic() - t0
+    out = {"measured_namespaces": count, "measured_seconds": round(secs, 3), "counts": w.stop()}
+    out["seconds"] = round(secs * n / count, 3)
+    out["extrapolated"] = count < n
+    return out
+
+
+def baseline_b(prefix, n, payload_file):
+    w = Window().start()
+    t0 = time.monotonic()
+    r = sh(str(BASELINE_B), prefix, str(n), str(CONCURRENCY), "regcred-b", payload_file)
+    secs = time.monotonic() - t0
+    inner = json.loads(r.stdout)
+    assert inner["failures"] == 0, inner
+    return {"seconds": round(secs, 3), "inner_seconds": inner["seconds"], "counts": w.stop()}
+
+
+def run_size(n, sample_a, aws, work):
+    prefix = f"b{n}-"
+    create_namespaces(prefix, n)
+    pw = Path(work) / f"pw-{n}"
+    pw.write_text("first-password")
+    cfg = Path(work) / f"cfg-{n}.yaml"
+    cfg.write_text(
+        "registries:\n"
+        "  - name: ecr\n    ecr: { region: us-east-1 }\n"
+        f"  - name: quay\n    static: {{ server: quay.io, username: bench, passwordFile: {pw} }}\n"
+        "secrets:\n  - name: regcred\n    registries: [ecr, quay]\n"
+        f"namespaces:\n  include: [\"{prefix}*\"]\n"
+    )
+    res = {"namespaces": n}
+    for phase in ("create", "unchanged", "update"):
+        if phase == "update":
+            pw.write_text("rotated-password")  # every secret's content changes
+        w = Window().start()
+        res[phase] = timed_once(str(cfg))
+        res[phase]["counts"] = w.stop()
+    res["daemon"] = daemon(str(cfg), prefix, n)
+    payload = base64.b64decode(
+        sh("kubectl", "-n", f"{prefix}0", "get", "secret", "regcred", "-o", "jsonpath={.data.\\.dockerconfigjson}").stdout
+    )
+    pf = Path(work) / "payload.json"
+    pf.write_bytes(payload)
+    res["baseline_b"] = baseline_b(prefix, n, str(pf))
+    res["baseline_a"] = baseline_a(prefix, n, sample_a, aws)
+    res["ratio_a_over_ours_create"] = round(res["baseline_a"]["seconds"] / res["create"]["seconds"], 1)
+    res["ratio_ours_over_b_create"] = round(res["create"]["seconds"] / res["baseline_b"]["seconds"], 2)
+    return res
+
+
+def table(results, machine):
+    rows = [
+        "| namespaces | ours: create | unchanged | update | API requests (create / unchanged / update) | writes unchanged | token calls per cycle | --once peak RSS | daemon RSS settled (peak) | new namespace → secret (median of 5) | baseline A (kubectl pipeline) | baseline B (raw SSA) | A ÷ ours | ours ÷ B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        a = r["baseline_a"]
+        a_txt = f"{a['seconds']:.1f} s" + (f" (extrapolated from {a['measured_namespaces']}: {a['measured_seconds']:.1f} s)" if a["extrapolated"] else "")
+        d = r["daemon"]
+        rows.append(
+            f"| {r['namespaces']} | {r['create']['seconds']:.2f} s | {r['unchanged']['seconds']:.2f} s | {r['update']['seconds']:.2f} s "
+            f"| {r['create']['counts']['total']} / {r['unchanged']['counts']['total']} / {r['update']['counts']['total']} "
+            f"| {r['unchanged']['counts']['writes']} | {r['create']['counts']['token_calls']} / {r['unchanged']['counts']['token_calls']} / {r['update']['counts']['token_calls']} "
+            f"| {max(r[p]['peak_rss_mib'] for p in ('create', 'unchanged', 'update'))} MiB "
+            f"| {d['rss_mib']} MiB ({d['peak_rss_after_mib']} MiB) | {d['new_namespace_median_seconds']:.2f} s "
+            f"| {a_txt} | {r['baseline_b']['seconds']:.2f} s | {r['ratio_a_over_ours_create']}× | {r['ratio_ours_over_b_create']}× |"
+        )
+    rows.append("")
+    rows.append(f"Machine: {machine}. Concurrency {CONCURRENCY} for ours and baseline B.")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--baseline-a-sample", type=int, default=100,
+                    help="run the kubectl pipeline on this many namespaces and scale linearly (0: all)")
+    ap.add_argument("--aws", default="aws")
+    args = ap.parse_args()
+    for f in (OURS, BASELINE_B, AUDIT, MOTO_LOG):
+        if not f.exists():
+            sys.exit(f"missing {f}: run through `make bench`")
+    machine = f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.platform()}"
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for n in (int(x) for x in args.sizes.split(",")):
+            print(f"== {n} namespaces", file=sys.stderr, flush=True)
+            r = run_size(n, args.baseline_a_sample, args.aws, work)
+            print(json.dumps(r, indent=1), file=sys.stderr, flush=True)
+            results.append(r)
+    size = OURS.stat().st_size
+    out = {"machine": machine, "binary_bytes": size, "results": results,
+           "command": "make bench BENCH_SIZES=" + args.sizes}
+    (ROOT / "bench/results").mkdir(exist_ok=True)
+    (ROOT / "bench/results/latest.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(table(results, machine))
+    print(f"\nStripped release binary: {size / 1e6:.1f} MB ({size} bytes).")
+
+
+if __name__ == "__main__":
+    main()
