@@ -108,9 +108,12 @@ pub async fn service_accounts(
     // Per name, like the secrets: list/watch can be limited to the configured names.
     let streams = names.iter().map(|name| {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        watcher(Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()), cfg)
-            .default_backoff()
-            .boxed()
+        watcher(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            cfg,
+        )
+        .default_backoff()
+        .boxed()
     });
     let stream = futures::stream::select_all(streams);
     forward(
