@@ -13,6 +13,7 @@ use crate::cli::{Cli, DryRun, QuickEcr};
 use crate::namespaces::NamespaceFilter;
 
 mod validate;
+mod yaml_error;
 
 pub use validate::ConfigError;
 
@@ -223,37 +224,6 @@ fn default_exclude() -> Vec<String> {
     DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect()
 }
 
-const FILE_FIELDS: &[&str] = &[
-    "registries",
-    "secrets",
-    "namespaces",
-    "serviceAccounts",
-    "name",
-    "ecr",
-    "google",
-    "static",
-    "region",
-    "accountId",
-    "roleArn",
-    "externalId",
-    "sessionName",
-    "hosts",
-    "keyFile",
-    "server",
-    "username",
-    "usernameFile",
-    "usernameEnv",
-    "passwordFile",
-    "passwordEnv",
-    "email",
-    "dockerConfigJsonFile",
-    "dockerConfigJsonEnv",
-    "adopt",
-    "include",
-    "exclude",
-    "selector",
-];
-
 impl Config {
     /// Builds the validated configuration from the flags and, if given, the file.
     pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
@@ -297,8 +267,20 @@ impl Config {
             ));
         }
         validate::label_value("--instance", &t.instance)?;
+        if t.field_manager.is_empty()
+            || t.field_manager.len() > 128
+            || t.field_manager.chars().any(|c| c.is_control())
+        {
+            return Err(ConfigError::invalid(
+                "--field-manager",
+                &format!("{:?} is not a valid field manager", t.field_manager),
+                "use 1 to 128 printable characters (default regcred-refresher)",
+            ));
+        }
         let daemon = validate::daemon(&cli.daemon)?;
-        let v = validate::validate(file)?;
+        let quick = cli.config.is_none();
+        let v =
+            validate::validate(file).map_err(|e| if quick { quick_flag_field(e) } else { e })?;
         Ok(Config {
             sources: v.sources,
             secrets: v.secrets,
@@ -316,9 +298,12 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
+    let text = validate::read_small_file(path).map_err(|problem| {
+        ConfigError::invalid(
+            "--config",
+            &problem,
+            "pass the path of a readable YAML file (or set REGCRED_CONFIG)",
+        )
     })?;
     parse_text(&text).map_err(|message| ConfigError::Parse {
         path: path.to_path_buf(),
@@ -326,28 +311,80 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-pub(crate) fn parse_text(text: &str) -> Result<FileConfig, String> {
-    if text.trim().is_empty() {
-        return Err("the file is empty: it needs at least `registries` and `secrets`".into());
+/// With the quick ECR flags, errors name the flag the value came from, not the file field
+/// that the flags are turned into.
+fn quick_flag_field(e: ConfigError) -> ConfigError {
+    const FLAGS: &[(&str, &str)] = &[
+        ("registries[0].ecr.region", "--ecr-region"),
+        ("registries[0].ecr.accountId", "--ecr-account-id"),
+        ("registries[0].ecr.roleArn", "--ecr-role-arn"),
+        ("secrets[0].name", "--secret-name"),
+        ("namespaces.include", "--namespaces"),
+        ("namespaces.exclude", "--exclude-namespaces"),
+        ("namespaces.selector", "--namespace-selector"),
+        ("serviceAccounts", "--service-accounts"),
+    ];
+    match e {
+        ConfigError::Invalid {
+            field,
+            problem,
+            fix,
+        } => {
+            let field = FLAGS
+                .iter()
+                .find_map(|(file, flag)| {
+                    field.strip_prefix(file).map(|rest| format!("{flag}{rest}"))
+                })
+                .unwrap_or(field);
+            ConfigError::Invalid {
+                field,
+                problem,
+                fix,
+            }
+        }
+        other => other,
     }
-    serde_saphyr::from_str::<FileConfig>(text).map_err(|e| with_suggestion(&e.to_string()))
 }
 
-/// serde names the unknown field and lists the expected ones; add the closest one.
-fn with_suggestion(message: &str) -> String {
-    let Some(rest) = message.split("unknown field `").nth(1) else {
-        return message.to_string();
-    };
-    let unknown = rest.split('`').next().unwrap_or_default();
-    let best = FILE_FIELDS
-        .iter()
-        .map(|f| (strsim::jaro_winkler(unknown, f), f))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, f)) => format!("{message} (did you mean `{f}`?)"),
-        None => message.to_string(),
+pub(crate) fn parse_text(text: &str) -> Result<FileConfig, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the file is empty; fix: define at least `registries` and `secrets` (see the README's Configuration section)"
+                .into(),
+        );
     }
+    let mut options = serde_saphyr::Options::default();
+    // A string field takes only strings: `name: 5` or `username: true` is an error that asks
+    // for quotes, rather than a value silently changed by YAML's number and boolean typing.
+    options.no_schema = true;
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options::<FileConfig>(text, options)
+        .map_err(|e| yaml_error::describe(text, &e))
+}
+
+/// Parses and validates a configuration text as `--config` would, without the flags (for
+/// fuzzing and tools). Static credential files and environment variables it names are checked
+/// for presence, as at start.
+pub fn parse_and_validate_str(text: &str) -> Result<(), ConfigError> {
+    let file = parse_text(text).map_err(|message| ConfigError::Parse {
+        path: PathBuf::from("<text>"),
+        message,
+    })?;
+    validate::validate(file).map(|_| ())
+}
+
+/// The closest of the allowed field names, for a did-you-mean on an unknown field.
+pub(crate) fn closest_field<'a>(
+    unknown: &str,
+    allowed: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let lower = unknown.to_ascii_lowercase();
+    allowed
+        .into_iter()
+        .map(|f| (strsim::jaro_winkler(&lower, &f.to_ascii_lowercase()), f))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, f)| f)
 }
 
 fn from_quick_flags(q: &QuickEcr) -> FileConfig {

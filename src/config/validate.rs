@@ -278,11 +278,20 @@ fn ecr(field: &str, e: EcrFile) -> R<EcrConfig> {
     }
     let assume_role = match e.role_arn {
         Some(arn) => {
-            if !(arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/")) {
+            if !is_role_arn(&arn) {
                 return Err(ConfigError::invalid(
                     &format!("{field}.roleArn"),
                     &format!("{arn:?} is not an IAM role ARN"),
-                    "use arn:aws:iam::<account>:role/<name>",
+                    "use arn:aws:iam::<12-digit account>:role/<name>",
+                ));
+            }
+            if let Some(id) = &e.external_id
+                && !(2..=1224).contains(&id.len())
+            {
+                return Err(ConfigError::invalid(
+                    &format!("{field}.externalId"),
+                    &format!("an external ID of {} characters", id.len()),
+                    "use 2 to 1224 characters, as the role's trust policy expects",
                 ));
             }
             let session_name = e
@@ -319,6 +328,29 @@ fn ecr(field: &str, e: EcrFile) -> R<EcrConfig> {
         account_id: e.account_id,
         assume_role,
     })
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [arn_, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    let name = resource.strip_prefix("role/").unwrap_or_default();
+    *arn_ == "arn"
+        && partition.starts_with("aws")
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && *service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !name.is_empty()
+        && !name.ends_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
 }
 
 fn is_aws_region(r: &str) -> bool {
@@ -369,10 +401,10 @@ fn google(field: &str, g: GoogleFile) -> R<GoogleConfig> {
 /// gcp_auth gives up without falling through when the file is not a service-account key;
 /// say so now, plainly, instead of at the first fetch.
 fn service_account_key(field: &str, path: &Path) -> R<()> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_small_file(path).map_err(|problem| {
         ConfigError::invalid(
             field,
-            &format!("cannot read {}: {e}", path.display()),
+            &problem,
             "mount the service-account key file there, or fix the path",
         )
     })?;
@@ -478,10 +510,10 @@ fn one_of(
         ));
     }
     if let Some(path) = &file {
-        std::fs::File::open(path).map_err(|e| {
+        regular_file(path).map_err(|problem| {
             ConfigError::invalid(
                 field,
-                &format!("cannot read {}: {e}", path.display()),
+                &problem,
                 "mount the file there (e.g. from a Secret) or fix the path",
             )
         })?;
@@ -499,6 +531,40 @@ fn one_of(
         .map(ValueFrom::Literal)
         .or(file.map(ValueFrom::File))
         .or(env.map(ValueFrom::Env)))
+}
+
+/// Credential files are small; anything larger is not one (and `/dev/zero` must not hang us).
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The path names a readable regular file (following symlinks, as mounted Secrets are).
+/// Checked before opening, so a FIFO or device never blocks or floods the start.
+fn regular_file(path: &Path) -> Result<std::fs::File, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} is {} bytes, more than a credential file holds ({MAX_FILE_BYTES})",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+pub(crate) fn read_small_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    regular_file(path)?
+        .take(MAX_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
 }
 
 fn registry_host(field: &str, h: &str) -> R<()> {
@@ -671,11 +737,141 @@ serviceAccounts: [default]
         }
     }
 
+    /// serde-saphyr reports only a line and column; every parse error still names the
+    /// field path, what was found there and the fix, on one line.
+    #[test]
+    fn parse_errors_name_the_path_the_value_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "registries: foo\n",
+                "registries (line 1, column 13): expected a list, found \"foo\"",
+            ),
+            (
+                "registries:\n  - name: 5\n    ecr: {region: us-east-1}\n",
+                "registries[0].name (line 2, column 11): 5 is read as a number or boolean, not a string; fix: quote it: \"5\"",
+            ),
+            (
+                "registries:\n  - name: a\n    google: {hosts: gcr.io}\n",
+                "registries[0].google.hosts (line 3, column 21): expected a list, found \"gcr.io\"",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: true}\n",
+                "registries[0].ecr.region (line 3, column 19): true is read as",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: us-east-1, accountId: 123456789012}\n",
+                "registries[0].ecr.accountId (line 3, column 41)",
+            ),
+            (
+                "secrets:\n  - name: s\n    adopt: maybe\n",
+                "secrets[0].adopt (line 3, column 12): invalid boolean (found \"maybe\"); fix: use true or false",
+            ),
+            (
+                "secrets:\n  - name: s\n    registries: [a, [b]]\n",
+                "secrets[0].registries[1] (line 3, column 21): expected a single string, found a list",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {regoin: us-east-1}\n",
+                "registries[0].ecr.regoin (line 3, column 11): unknown field `regoin`; fix: did you mean `region`?",
+            ),
+            (
+                "registrys: []\n",
+                "registrys (line 1, column 1): unknown field `registrys`; fix: did you mean `registries`?",
+            ),
+            (
+                "namespaces:\n  include: team-*\n",
+                "namespaces.include (line 2, column 12): expected a list",
+            ),
+            (
+                "registries: [\n",
+                "registries (line 1, column 13): unclosed bracket",
+            ),
+            (
+                "- a\n- b\n",
+                "the top level (line 1, column 1): expected a mapping, found a list",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: null\n  - foo\n",
+                "registries[1] (line 4, column 5): expected a mapping, found \"foo\"",
+            ),
+            (
+                "registries:\n  - ecr: {region: us-east-1}\n",
+                "registries[0] (line 2, column 5): missing field `name`; fix: add `name:`",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: us-east-1}\n    ecr: {region: us-east-2}\n",
+                "registries[0].ecr (line 4, column 5): `ecr` appears twice",
+            ),
+            (
+                "registries:\n  - name: b\n    static:\n      server: quay.io\n      username: x\n      password: y\n",
+                "registries[0].static.password (line 6, column 7): unknown field `password`; fix: a password never sits in the config",
+            ),
+            ("  \n", "the file is empty; fix:"),
+        ];
+        for (yaml, want) in cases {
+            let err = parse_text(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {yaml}"));
+            assert!(err.contains(want), "{yaml:?}: want {want:?} in {err:?}");
+            assert!(err.contains("; fix: "), "no fix in {err:?}");
+            assert!(!err.contains('\n'), "not one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn credential_files_must_be_regular_readable_files() {
+        let dir = std::env::temp_dir();
+        for (path, want) in [
+            (dir.to_str().unwrap(), "is a directory"),
+            (
+                "/nonexistent/regcred/pw",
+                "cannot read /nonexistent/regcred/pw",
+            ),
+            ("/dev/zero", "is not a regular file"),
+        ] {
+            let yaml = format!(
+                "registries:\n  - name: hub\n    static: {{ server: quay.io, username: u, passwordFile: {path:?} }}\nsecrets:\n  - name: s\n    registries: [hub]\n"
+            );
+            let err = check(&yaml).unwrap_err();
+            assert!(err.contains("registries[0].static.passwordFile"), "{err}");
+            assert!(err.contains(want), "{err}");
+            let yaml = format!(
+                "registries:\n  - name: g\n    google: {{ hosts: [gcr.io], keyFile: {path:?} }}\nsecrets:\n  - name: s\n    registries: [g]\n"
+            );
+            let err = check(&yaml).unwrap_err();
+            assert!(err.contains("registries[0].google.keyFile"), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn role_arns() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/pull",
+            "arn:aws-us-gov:iam::123456789012:role/path/to/pull",
+            "arn:aws-cn:iam::123456789012:role/a+b=c,d.e@f_g-h",
+        ] {
+            assert!(is_role_arn(ok), "{ok}");
+        }
+        for bad in [
+            "arn:aws:iam::12345:role/pull",
+            "arn:aws:iam::123456789012:user/pull",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam:us-east-1:123456789012:role/x",
+            "arn:aws:sts::123456789012:role/x",
+            "aws:iam::123456789012:role/x",
+            "arn:aws:iam::123456789012:role/with space",
+        ] {
+            assert!(!is_role_arn(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn static_password_is_never_inline() {
         let yaml = "registries:\n  - name: hub\n    static: { server: quay.io, username: u, password: p }\nsecrets:\n  - name: s\n    registries: [hub]\n";
         let err = check(yaml).unwrap_err();
         assert!(err.contains("unknown field `password`"), "{err}");
+        assert!(err.contains("passwordFile"), "{err}");
     }
 
     #[test]
