@@ -245,9 +245,14 @@ impl Config {
             (DryRun::Server, false) => WriteMode::DryRunServer,
         };
         if !cli.once && write_mode != WriteMode::Apply {
+            let given = match write_mode {
+                WriteMode::DryRunClient => "--dry-run=client",
+                WriteMode::DryRunServer => "--dry-run=server",
+                _ => "--diff",
+            };
             return Err(ConfigError::invalid(
-                "--dry-run/--diff",
-                "a dry run or diff is a single cycle",
+                given,
+                "is given without --once, but a dry run or diff is a single cycle, not a daemon",
                 "add --once",
             ));
         }

@@ -1,3 +1,4 @@
+mod bad_input;
 mod common;
 mod daemon;
 mod google;
