@@ -75,4 +75,57 @@ mod tests {
         assert!(shown.contains("[redacted]"));
         assert_eq!(c.password(), "hunter2-very-secret");
     }
+
+    /// Every type that holds a password, a token or a rendered document: its `Debug`, plain
+    /// and pretty, shows none of it. None of them implements `Display`, so `{}` cannot print
+    /// one by accident (a compile error, not a test).
+    #[test]
+    fn every_secret_bearing_type_redacts() {
+        let secret = "s3cr3t-T0KEN-value";
+        let c = RegistryCredential::new("r.example", "u", secret);
+        let creds = Credentials {
+            source: "s".into(),
+            entries: vec![c.clone()],
+            expires_at: None,
+        };
+        let doc = crate::dockerconfig::render([("s", &c)]).unwrap();
+        let doc_text = String::from_utf8(doc.clone()).unwrap();
+        let payload = crate::writer::Payload::new(doc);
+        let (_, token) = crate::providers::ecr::decode_token(&base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("AWS:{secret}"),
+        ))
+        .unwrap();
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("u:{secret}"),
+        );
+        let shown = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{creds:?}"),
+            format!("{creds:#?}"),
+            format!("{payload:?}"),
+            format!("{payload:#?}"),
+            format!("{:?}", c.password),
+            format!("{token:?}"),
+        ];
+        for s in &shown {
+            assert!(!s.contains(secret), "{s}");
+            assert!(!s.contains(&auth), "{s}");
+            assert!(!s.contains(&doc_text), "{s}");
+            assert!(!s.contains("T0KEN"), "{s}");
+        }
+        assert!(shown[0].contains("[redacted]"));
+        assert!(shown[4].contains("redacted"));
+    }
+
+    /// Wiped on drop: the password through `secrecy`, the rendered document through
+    /// `Zeroizing` (checked at compile time).
+    #[test]
+    fn secret_holders_zeroize_on_drop() {
+        fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>() {}
+        zeroize_on_drop::<SecretString>();
+        zeroize_on_drop::<zeroize::Zeroizing<Vec<u8>>>();
+    }
 }

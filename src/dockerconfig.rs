@@ -11,6 +11,7 @@ use std::io;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::credentials::RegistryCredential;
 
@@ -70,13 +71,20 @@ pub fn render<'a>(
                 username: &c.username,
                 password,
                 email: c.email.as_deref().unwrap_or(""),
-                auth: STANDARD.encode(format!("{}:{}", c.username, password)),
+                auth: STANDARD.encode(Zeroizing::new(format!("{}:{}", c.username, password))),
             },
         );
     }
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoCompatible);
-    Document { auths }.serialize(&mut ser)?;
+    let mut doc = Document { auths };
+    let result = doc.serialize(&mut ser);
+    // The `auth` values are base64 of user:password: wipe them like the passwords.
+    doc.auths.values_mut().for_each(|e| e.auth.zeroize());
+    if let Err(e) = result {
+        drop(Zeroizing::new(out));
+        return Err(e.into());
+    }
     Ok(out)
 }
 
@@ -113,21 +121,28 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RegistryCredential>, DockerConfigError>
             server: server.clone(),
             problem: problem.to_string(),
         };
-        let (username, password) = match (e.username, e.password, e.auth) {
-            (Some(u), Some(p), _) if !u.is_empty() => (u, p),
+        let password_given = e.password.map(Zeroizing::new);
+        let (username, password) = match (e.username, password_given, e.auth) {
+            (Some(u), Some(p), auth) if !u.is_empty() => {
+                drop(auth.map(Zeroizing::new));
+                (u, p)
+            }
             (_, _, Some(auth)) => {
-                let decoded = STANDARD
-                    .decode(auth.trim())
-                    .map_err(|_| bad("\"auth\" is not base64"))?;
+                let auth = Zeroizing::new(auth);
+                let decoded = Zeroizing::new(
+                    STANDARD
+                        .decode(auth.trim())
+                        .map_err(|_| bad("\"auth\" is not base64"))?,
+                );
                 let decoded =
-                    String::from_utf8(decoded).map_err(|_| bad("\"auth\" is not UTF-8"))?;
+                    std::str::from_utf8(&decoded).map_err(|_| bad("\"auth\" is not UTF-8"))?;
                 let (u, p) = decoded
                     .split_once(':')
                     .ok_or_else(|| bad("\"auth\" must decode to username:password"))?;
                 if u.is_empty() {
                     return Err(bad("\"auth\" has an empty username"));
                 }
-                (u.to_string(), p.to_string())
+                (u.to_string(), Zeroizing::new(p.to_string()))
             }
             _ => return Err(bad("needs \"username\" and \"password\", or \"auth\"")),
         };

@@ -12,7 +12,9 @@ use aws_smithy_http_client::tls;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use tracing::debug;
+use zeroize::Zeroizing;
 
 use super::ProviderError;
 use crate::config::EcrConfig;
@@ -110,35 +112,43 @@ pub fn credentials_from(
     debug!(host = %host, expires_at = ?expires_at, "ecr token received");
     Ok(Credentials {
         source: name.to_string(),
-        entries: vec![RegistryCredential::new(host, username, &password)],
+        entries: vec![RegistryCredential {
+            server: host,
+            username,
+            password,
+            email: None,
+        }],
         expires_at,
     })
 }
 
 /// `authorizationToken` is base64 of `AWS:<password>`; anything else is refused. The error
-/// never quotes the token.
-pub fn decode_token(token: &str) -> Result<(String, String), String> {
-    let raw = STANDARD
-        .decode(token.trim())
-        .map_err(|_| "authorizationToken is not base64".to_string())?;
-    let text = String::from_utf8(raw).map_err(|_| "authorizationToken is not UTF-8".to_string())?;
+/// never quotes the token, and the decoded buffers are zeroized.
+pub fn decode_token(token: &str) -> Result<(String, SecretString), String> {
+    let raw = Zeroizing::new(
+        STANDARD
+            .decode(token.trim())
+            .map_err(|_| "authorizationToken is not base64".to_string())?,
+    );
+    let text =
+        std::str::from_utf8(&raw).map_err(|_| "authorizationToken is not UTF-8".to_string())?;
     let (user, pass) = text
         .split_once(':')
         .ok_or_else(|| "authorizationToken does not decode to user:password".to_string())?;
     if user.is_empty() || pass.is_empty() {
         return Err("authorizationToken has an empty user or password".into());
     }
-    Ok((user.to_string(), pass.to_string()))
+    Ok((user.to_string(), SecretString::from(pass)))
 }
 
 /// `https://123.dkr.ecr.us-east-1.amazonaws.com` → `123.dkr.ecr.us-east-1.amazonaws.com`,
 /// with the account swapped for `account_id` when one is configured.
 pub fn registry_host(proxy_endpoint: &str, account_id: Option<&str>) -> Result<String, String> {
-    let host = proxy_endpoint
-        .trim()
+    let trimmed = proxy_endpoint.trim();
+    let host = trimmed
         .strip_prefix("https://")
-        .or_else(|| proxy_endpoint.strip_prefix("http://"))
-        .unwrap_or(proxy_endpoint)
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed)
         .trim_end_matches('/');
     if host.is_empty() || host.contains('/') {
         return Err(format!(
@@ -191,6 +201,32 @@ mod tests {
             c.entries[0].server,
             "444455556666.dkr.ecr.eu-west-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn endpoints_are_trimmed_before_the_scheme_is_stripped() {
+        for e in [
+            " http://1.dkr.ecr.r.amazonaws.com/ ",
+            "https://1.dkr.ecr.r.amazonaws.com",
+            "\t1.dkr.ecr.r.amazonaws.com/\n",
+        ] {
+            assert_eq!(
+                registry_host(e, None).unwrap(),
+                "1.dkr.ecr.r.amazonaws.com",
+                "{e:?}"
+            );
+        }
+        for bad in ["", "https://", "https://h/path", " / "] {
+            assert!(registry_host(bad, None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decoded_password_is_a_secret() {
+        let (user, pass) = decode_token(&STANDARD.encode("AWS:tok-en")).unwrap();
+        assert_eq!(user, "AWS");
+        assert!(!format!("{pass:?}").contains("tok-en"));
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&pass), "tok-en");
     }
 
     #[test]
