@@ -141,6 +141,12 @@ pub enum WriteError {
     },
     #[error("secret {namespace}/{secret}: namespace not found")]
     NamespaceGone { namespace: String, secret: String },
+    /// Deleted while we wrote: the API server refuses new content with a 403 that is no RBAC
+    /// problem, so it must not be reported as one.
+    #[error(
+        "secret {namespace}/{secret}: namespace is being deleted (Terminating); not written, and skipped from the next cycle on"
+    )]
+    NamespaceTerminating { namespace: String, secret: String },
     #[error("secret {namespace}/{secret}: {op} failed: {source}")]
     Api {
         namespace: String,
@@ -161,6 +167,7 @@ impl WriteError {
             Self::Forbidden { .. } => "forbidden",
             Self::WrongType { .. } => "wrong_type",
             Self::NamespaceGone { .. } => "namespace_gone",
+            Self::NamespaceTerminating { .. } => "namespace_terminating",
             Self::Api { .. } => "api",
             Self::SourceFailed { .. } => "source_failed",
         }
@@ -168,6 +175,10 @@ impl WriteError {
 
     fn from_kube(namespace: &str, secret: &str, op: &'static str, e: kube::Error) -> Self {
         match &e {
+            kube::Error::Api(s) if is_terminating(s) => Self::NamespaceTerminating {
+                namespace: namespace.into(),
+                secret: secret.into(),
+            },
             kube::Error::Api(s) if s.code == 403 => Self::Forbidden {
                 namespace: namespace.into(),
                 secret: secret.into(),
@@ -186,6 +197,17 @@ impl WriteError {
             },
         }
     }
+}
+
+/// The NamespaceLifecycle admission plugin's refusal: a 403 whose cause is
+/// `NamespaceTerminating` (the message is the fallback for servers that omit the cause).
+fn is_terminating(s: &kube::core::Status) -> bool {
+    s.code == 403
+        && (s
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+            || s.message.contains("because it is being terminated"))
 }
 
 /// Live secrets by (namespace, name), read in one list per configured name.
@@ -580,6 +602,26 @@ mod tests {
         assert!(y.contains("kind: Secret"), "{y}");
         assert!(y.contains("type: kubernetes.io/dockerconfigjson"), "{y}");
         assert!(y.contains("eyJhdXRocyI6e319"), "{y}");
+    }
+
+    #[test]
+    fn a_terminating_namespace_is_not_reported_as_an_rbac_problem() {
+        let status = |cause: &str, message: &str| {
+            let s: kube::core::Status = serde_json::from_value(json!({
+                "status": "Failure", "code": 403, "reason": "Forbidden", "message": message,
+                "details": {"kind": "secrets", "name": "regcred",
+                            "causes": [{"reason": cause, "message": message, "field": "metadata.namespace"}]}
+            }))
+            .unwrap();
+            kube::Error::Api(s.boxed())
+        };
+        let msg = "unable to create new content in namespace t because it is being terminated";
+        let e = WriteError::from_kube("t", "regcred", "patch", status("NamespaceTerminating", msg));
+        assert_eq!(e.metric_label(), "namespace_terminating");
+        assert!(e.to_string().contains("being deleted"), "{e}");
+        assert!(!e.to_string().contains("grant"), "{e}");
+        let e = WriteError::from_kube("t", "regcred", "patch", status("", "nope"));
+        assert_eq!(e.metric_label(), "forbidden");
     }
 
     #[test]
