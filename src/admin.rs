@@ -55,6 +55,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     shared.update_expiry_gauges();
+    shared.metrics.sample_runtime();
     (
         [(
             header::CONTENT_TYPE,

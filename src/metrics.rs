@@ -37,6 +37,7 @@ pub struct Metrics {
     pub target_namespaces: Gauge,
     pub cycle_duration: Histogram,
     pub leader: Gauge,
+    pub runtime_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +86,14 @@ impl Default for Metrics {
             "1 while this instance holds the lease (or runs without election)",
             leader.clone(),
         );
+        // Sampled at scrape time: a leak of tasks (a watch or timer spawned per cycle and never
+        // ended) shows as a climbing line long before memory does.
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tokio tasks alive in the process",
+            runtime_tasks.clone(),
+        );
         Self {
             registry,
             refreshes,
@@ -94,6 +103,7 @@ impl Default for Metrics {
             target_namespaces,
             cycle_duration,
             leader,
+            runtime_tasks,
         }
     }
 }
@@ -104,6 +114,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Samples the tokio task count; call before [`Metrics::encode`] inside the runtime.
+    pub fn sample_runtime(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let tasks = handle.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn refresh(&self, source: &str, result: &str) {
@@ -178,5 +197,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn samples_the_live_task_count() {
+        let m = Metrics::default();
+        let parked = tokio::spawn(std::future::pending::<()>());
+        m.sample_runtime();
+        assert!(m.runtime_tasks.get() >= 1);
+        assert!(m.encode().contains("regcred_runtime_tasks "));
+        parked.abort();
     }
 }
