@@ -1,6 +1,9 @@
 mod bad_input;
 mod common;
 mod daemon;
+mod faults_api;
+mod faults_provider;
+mod faults_proxy;
 mod google;
 mod link;
 mod once_ecr;
