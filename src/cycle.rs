@@ -140,7 +140,26 @@ pub async fn write_all(
     plan: &Plan,
     report: &mut CycleReport,
 ) {
-    let resolution = match namespaces::resolve(client, &config.namespaces).await {
+    let resolution = namespaces::resolve(client, &config.namespaces).await;
+    let names: Vec<&str> = plan.desired.iter().map(|d| d.name.as_str()).collect();
+    let live = if names.is_empty() {
+        None
+    } else {
+        writer.list_live(&names).await
+    };
+    write_resolved(writer, config, plan, resolution, live, report).await;
+}
+
+/// Writes the planned secrets into the resolved targets with the live secrets read ahead.
+pub async fn write_resolved(
+    writer: &Writer,
+    config: &Config,
+    plan: &Plan,
+    resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
+    live: Option<Live>,
+    report: &mut CycleReport,
+) {
+    let resolution = match resolution {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "namespace resolution failed");
@@ -158,12 +177,6 @@ pub async fn write_all(
         .iter()
         .map(|(s, why)| format!("{s}: {why}"))
         .collect();
-    let names: Vec<&str> = plan.desired.iter().map(|d| d.name.as_str()).collect();
-    let live = if names.is_empty() || resolution.targets.is_empty() {
-        None
-    } else {
-        writer.list_live(&names).await
-    };
     let live = live.as_ref();
     let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
         .map(|ns| write_namespace(writer, config, ns, plan, live))
@@ -228,7 +241,18 @@ impl Refresher {
 
     pub async fn run_once(&self) -> CycleReport {
         let timeout = self.config.provider_timeout;
-        let fetched = join_all(self.providers.iter().map(|p| p.fetch(timeout))).await;
+        // Tokens, targets and the live secrets do not depend on each other: fetch them at once.
+        let names: Vec<&str> = self
+            .config
+            .secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let (fetched, resolution, live) = tokio::join!(
+            join_all(self.providers.iter().map(|p| p.fetch(timeout))),
+            namespaces::resolve(&self.client, &self.config.namespaces),
+            self.writer.list_live(&names),
+        );
         let mut report = CycleReport::default();
         for (p, r) in self.providers.iter().zip(fetched) {
             if let Err(e) = &r {
@@ -244,7 +268,15 @@ impl Refresher {
                 .collect();
             plan(&self.config.secrets, |n| by_name.get(n).copied())
         };
-        write_all(&self.client, &self.writer, &self.config, &plan, &mut report).await;
+        write_resolved(
+            &self.writer,
+            &self.config,
+            &plan,
+            resolution,
+            live,
+            &mut report,
+        )
+        .await;
         report
     }
 }
