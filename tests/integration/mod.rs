@@ -5,6 +5,7 @@ mod faults_api;
 mod faults_provider;
 mod faults_proxy;
 mod google;
+mod hygiene;
 mod link;
 mod once_ecr;
 mod once_static;
