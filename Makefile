@@ -76,3 +76,32 @@ bench: test-deps
 	cargo build --release --locked --bin regcred-refresher --example bench_ssa
 	test -x $(BENCH_VENV)/bin/aws || { python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q awscli==1.46.3; }
 	REGCRED_WORLD_AUDIT=1 $(WORLD) run -- python3 bench/run.py --sizes $(BENCH_SIZES) --aws $(BENCH_VENV)/bin/aws
+
+# Dependency policy (deny.toml): licences, sources (crates.io only) and duplicate versions.
+# The advisories check is left out here: its database is fetched from GitHub, which these
+# machines cannot reach; with a network, run `cargo deny check advisories`. cargo-deny is
+# installed into the cargo bin on first use (a build of a few minutes, once).
+.PHONY: deny
+test: deny
+deny:
+	command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
+	cargo deny check licenses sources bans
+
+# Fuzzing (not part of `make test`): each cargo-fuzz target in fuzz/ runs FUZZ_SECONDS from
+# its seeds (fuzz/seeds/<target>) plus what earlier runs kept (fuzz/corpus, git-ignored).
+# A crash fails the target and leaves its input in fuzz/artifacts/<target>/: turn it into a
+# unit test. cargo-fuzz needs nightly; without a nightly toolchain the stable one runs with
+# RUSTC_BOOTSTRAP=1. No sanitizer (the targets are safe Rust): panics, failed assertions and
+# overflows (debug assertions on) are what it catches.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config dockerconfig ecr_token
+.PHONY: fuzz
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+	if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
+	cargo $$tc fuzz build -s none -a; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  cargo $$tc fuzz run -s none -a $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1; \
+	done
