@@ -77,6 +77,14 @@ bench: test-deps
 	test -x $(BENCH_VENV)/bin/aws || { python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q awscli==1.46.3; }
 	REGCRED_WORLD_AUDIT=1 $(WORLD) run -- python3 bench/run.py --sizes $(BENCH_SIZES) --aws $(BENCH_VENV)/bin/aws
 
+# Soak (not part of `make test`): the daemon refreshing every second against a fresh world for
+# SOAK_SECS (default 600), asserting flat RSS, threads, fds, sockets and tokio tasks.
+SOAK_SECS ?= 600
+.PHONY: soak
+soak: test-deps
+	$(CARGO_TEST_BUILD)
+	REGCRED_SOAK_SECS=$(SOAK_SECS) $(WORLD) run -- cargo test --test tests soak -- --ignored --nocapture
+
 # Dependency policy (deny.toml): licences, sources (crates.io only) and duplicate versions.
 # The advisories check is left out here: its database is fetched from GitHub, which these
 # machines cannot reach; with a network, run `cargo deny check advisories`. cargo-deny is

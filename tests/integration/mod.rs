@@ -13,3 +13,4 @@ mod outage;
 mod ownership;
 mod rbac;
 mod smoke;
+mod soak;
