@@ -97,7 +97,7 @@ deny:
 
 # Fuzzing (not part of `make test`): each cargo-fuzz target in fuzz/ runs FUZZ_SECONDS from
 # its seeds (fuzz/seeds/<target>) plus what earlier runs kept (fuzz/corpus, git-ignored).
-# A crash fails the target and leaves its input in fuzz/artifacts/<target>/: turn it into a
+# A crash fails the target and leaves its input in fuzz/artifacts/<target>/ (cargo-fuzz): make it a
 # unit test. cargo-fuzz needs nightly; without a nightly toolchain the stable one runs with
 # RUSTC_BOOTSTRAP=1. No sanitizer (the targets are safe Rust): panics, failed assertions and
 # overflows (debug assertions on) are what it catches.
@@ -109,7 +109,7 @@ fuzz:
 	if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
 	cargo $$tc fuzz build -s none -a; \
 	for t in $(FUZZ_TARGETS); do \
-	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  mkdir -p fuzz/corpus/$$t; \
 	  cargo $$tc fuzz run -s none -a $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=fuzz/artifacts/$$t/ -print_final_stats=1; \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
 	done
