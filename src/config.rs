@@ -16,6 +16,7 @@ mod validate;
 mod yaml_error;
 
 pub use validate::ConfigError;
+pub(crate) use validate::read_small_file;
 
 /// What one run does with the secrets it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

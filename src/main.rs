@@ -33,10 +33,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<bool> {
-    use anyhow::Context;
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client from KUBECONFIG or the in-cluster config")?;
+    let client = regcred_refresher::kube_client::client().await?;
     let mode = config.write_mode;
     if !config.once {
         let shared = daemon::Shared::new(config, client).await;

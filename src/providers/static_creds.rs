@@ -2,6 +2,8 @@
 //! `.dockerconfigjson`, read from files (a mounted Secret) or environment variables at every
 //! fetch, so a rotated Secret is picked up without a restart. They carry no expiry.
 
+use zeroize::Zeroizing;
+
 use super::ProviderError;
 use crate::config::{StaticConfig, ValueFrom};
 use crate::credentials::{Credentials, RegistryCredential};
@@ -34,7 +36,7 @@ impl StaticProvider {
             } => {
                 let username = self.read(username, "username")?;
                 let password = self.read(password, "password")?;
-                let mut c = RegistryCredential::new(server.clone(), username, &password);
+                let mut c = RegistryCredential::new(server.clone(), username.as_str(), &password);
                 c.email = email.clone();
                 vec![c]
             }
@@ -56,27 +58,29 @@ impl StaticProvider {
         })
     }
 
-    fn read(&self, from: &ValueFrom, what: &str) -> Result<String, ProviderError> {
+    /// The value, wiped from memory when dropped (file and environment buffers included).
+    fn read(&self, from: &ValueFrom, what: &str) -> Result<Zeroizing<String>, ProviderError> {
         let fail = |message: String| ProviderError::StaticRead {
             source_name: self.name.clone(),
             what: what.to_string(),
             message,
         };
-        let value = match from {
+        let value = Zeroizing::new(match from {
             ValueFrom::Literal(v) => v.clone(),
-            ValueFrom::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
+            // Same guard as at start-up: a regular file under 1 MiB (a directory or a FIFO
+            // mounted by mistake must not hang or exhaust the refresher).
+            ValueFrom::File(path) => crate::config::read_small_file(path).map_err(fail)?,
             ValueFrom::Env(var) => {
                 std::env::var(var).map_err(|e| fail(format!("environment variable {var}: {e}")))?
             }
-        };
+        });
         // Files written with `echo` end in a newline that is not part of the secret.
-        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\n').unwrap_or(value.as_str());
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.is_empty() {
             return Err(fail("it is empty".into()));
         }
-        Ok(value.to_string())
+        Ok(Zeroizing::new(value.to_string()))
     }
 }
 

@@ -321,6 +321,56 @@ async fn fault_api_429_retry_after_is_honoured() {
     }
 }
 
+/// A 429 that never ends: the client gives up after a bounded number of retries (kube's
+/// default would retry 15 times with a backoff capped at 1000 s), that namespace fails with a
+/// line naming it, the other is written, and the run ends promptly.
+#[tokio::test]
+async fn fault_api_persistent_429_fails_one_namespace_promptly() {
+    let s = Scratch::new().await;
+    let a = s.namespace("f429p", &[], &[]).await;
+    let b = s.namespace("f429p", &[], &[]).await;
+    let api = FaultProxy::api_server(
+        &s,
+        json!([{
+            "method": "PATCH", "path": secret_patch(&a), "status": 429,
+            "body": status(429, "TooManyRequests", "too many requests, please try again later")
+        }]),
+    )
+    .await;
+    let cfg = static_config(&s, &[&a, &b], "");
+    let kc = std::path::PathBuf::from(env("REGCRED_TEST_KUBECONFIG"));
+    let started = std::time::Instant::now();
+    let r = once_via(&s, &api, &cfg, &kc).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "a throttled namespace stalled the run for {took:?}"
+    );
+    assert!(s.secret(&a, "regcred").await.is_none());
+    assert!(s.secret(&b, "regcred").await.is_some());
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(&a) && l.contains("failed"))
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(
+        line.contains("429")
+            || line.contains("TooManyRequests")
+            || line.contains("too many requests"),
+        "{line}"
+    );
+    let tries = api
+        .seen("PATCH", &format!("/namespaces/{a}/secrets/regcred"))
+        .await
+        .len();
+    assert_eq!(
+        tries,
+        1 + regcred_refresher::kube_client::RETRIES as usize,
+        "bounded retries"
+    );
+}
+
 /// 409 on a ServiceAccount: the read-modify-patch retries (here after two conflicts it goes
 /// through); a conflict that never ends fails that namespace alone after 5 attempts, with a
 /// line naming it, and the next run fixes it.

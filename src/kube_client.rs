@@ -1,0 +1,41 @@
+//! The Kubernetes client, built from KUBECONFIG or the in-cluster config as kubectl does,
+//! with a bounded retry policy of our own.
+//!
+//! kube's default retry layer retries 429/503/504 up to 15 times with a backoff capped at
+//! 1000 s: one throttled namespace could stall a whole cycle for many minutes. Ours retries
+//! three times (honouring `Retry-After`), then reports the namespace as failed and moves on;
+//! the daemon retries failed writes on its own schedule.
+
+use std::time::Duration;
+
+use kube::client::ClientBuilder;
+use kube::client::retry::RetryPolicy;
+use tower::buffer::BufferLayer;
+use tower::retry::RetryLayer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no Kubernetes configuration: {0}; fix: set KUBECONFIG or run in a pod")]
+    Config(#[from] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Build(#[from] kube::Error),
+}
+
+pub const RETRIES: u32 = 3;
+
+pub async fn client() -> Result<kube::Client, ClientError> {
+    let mut config = kube::Config::infer().await?;
+    config.default_retry = false;
+    let policy = RetryPolicy::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+        RETRIES,
+        true,
+    )
+    .map_err(|e| kube::Error::Service(Box::new(e)))?;
+    // The retry layer clones its inner service; a buffer makes the boxed stack cloneable.
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&BufferLayer::new(1024))
+        .with_layer(&RetryLayer::new(policy))
+        .build())
+}
