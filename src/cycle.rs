@@ -2,7 +2,7 @@
 //! namespaces and write them with bounded concurrency. Partial failure is data: a failing
 //! source or namespace is recorded in the [`CycleReport`] and never stops the others.
 //!
-//! The daemon reuses [`plan`], [`write_namespace`] and [`write_all`] with its cached
+//! The daemon reuses [`plan`], [`write_namespace`] and [`write_resolved`] with its cached
 //! credentials, so a restored secret never costs a token call.
 
 use std::collections::BTreeMap;
@@ -130,24 +130,6 @@ pub async fn write_namespace(
         }
     }
     r
-}
-
-/// Resolves the targets and writes them all, `config.concurrency` namespaces at a time.
-pub async fn write_all(
-    client: &kube::Client,
-    writer: &Writer,
-    config: &Config,
-    plan: &Plan,
-    report: &mut CycleReport,
-) {
-    let resolution = namespaces::resolve(client, &config.namespaces).await;
-    let names: Vec<&str> = plan.desired.iter().map(|d| d.name.as_str()).collect();
-    let live = if names.is_empty() {
-        None
-    } else {
-        writer.list_live(&names).await
-    };
-    write_resolved(writer, config, plan, resolution, live, report).await;
 }
 
 /// Writes the planned secrets into the resolved targets with the live secrets read ahead.

@@ -2,6 +2,7 @@
 //! exclude list and a per-namespace opt-out annotation) plus the one list call that feeds it.
 //! Never creates a namespace: a named one that does not exist is reported as missing.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use glob::Pattern;
@@ -164,10 +165,14 @@ fn only_literals(filter: &NamespaceFilter) -> bool {
     filter.selector.is_none() && filter.literal_names().count() == filter.include.len()
 }
 
-pub fn classify(filter: &NamespaceFilter, list: &[PartialObjectMeta<Namespace>]) -> Resolution {
+/// Applies the filter to namespaces from a list or from the daemon's watch cache.
+pub fn classify<N: Borrow<PartialObjectMeta<Namespace>>>(
+    filter: &NamespaceFilter,
+    list: &[N],
+) -> Resolution {
     let mut r = Resolution::default();
     let empty = BTreeMap::new();
-    for ns in list {
+    for ns in list.iter().map(Borrow::borrow) {
         let m = &ns.metadata;
         let Some(name) = m.name.as_deref() else {
             continue;
@@ -190,7 +195,7 @@ pub fn classify(filter: &NamespaceFilter, list: &[PartialObjectMeta<Namespace>])
     }
     let present: std::collections::BTreeSet<&str> = list
         .iter()
-        .filter_map(|n| n.metadata.name.as_deref())
+        .filter_map(|n| n.borrow().metadata.name.as_deref())
         .collect();
     r.missing = filter
         .literal_names()

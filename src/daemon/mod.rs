@@ -328,7 +328,7 @@ async fn reconcile_loop(
             }
         }
         let clean = if all {
-            full_cycle(shared).await
+            full_cycle(shared, &store).await
         } else {
             futures::stream::iter(namespaces)
                 .map(|ns| one_namespace(shared, &store, ns))
@@ -372,16 +372,36 @@ fn needs_retry(report: &CycleReport) -> bool {
 }
 
 /// Returns false when something failed that a retry may fix.
-async fn full_cycle(shared: &Shared) -> bool {
+async fn full_cycle(
+    shared: &Shared,
+    store: &Store<kube::core::PartialObjectMeta<Namespace>>,
+) -> bool {
     let _timer = CycleTimer::start(&shared.metrics.cycle_duration);
     let creds = shared.snapshot();
     let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
     let mut report = CycleReport::default();
-    cycle::write_all(
-        &shared.client,
+    // The namespaces come from the watch cache once it holds a complete list: no list request
+    // per cycle. Without it (no watch rights, or the API server away) they are listed.
+    let ready = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+    let resolution = match ready {
+        Ok(Ok(())) => Ok(crate::namespaces::classify(
+            &shared.config.namespaces,
+            &store.state(),
+        )),
+        _ => crate::namespaces::resolve(&shared.client, &shared.config.namespaces).await,
+    };
+    let names: Vec<&str> = plan.desired.iter().map(|d| d.name.as_str()).collect();
+    let live = if names.is_empty() {
+        None
+    } else {
+        shared.writer.list_live(&names).await
+    };
+    cycle::write_resolved(
         &shared.writer,
         &shared.config,
         &plan,
+        resolution,
+        live,
         &mut report,
     )
     .await;

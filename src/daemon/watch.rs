@@ -31,10 +31,12 @@ pub fn namespaces(
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
+        // managedFields are the bulk of each object and never read here.
         watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|ns| ns.metadata.managed_fields = None),
     )
     .default_backoff();
     let task = async move {

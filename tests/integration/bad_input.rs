@@ -1,8 +1,8 @@
 //! The bad-input matrix: every case runs the real binary and must exit 2 before touching the
 //! cluster, with one line that names the field, the value and the fix.
 //!
-//! `KUBECONFIG=/nonexistent` makes any cluster contact fail differently (exit 1, "cannot build
-//! a Kubernetes client"), so an exit 2 proves the input was refused before.
+//! `KUBECONFIG=/nonexistent` makes any cluster contact fail differently (exit 1, "no
+//! Kubernetes configuration"), so an exit 2 proves the input was refused before.
 
 use super::common::{Scratch, run_bin};
 
@@ -69,7 +69,7 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
     )
     .await;
     assert_eq!(run.code, 1, "the good config must pass validation: {run:?}");
-    assert!(run.stderr.contains("Kubernetes client"), "{}", run.stderr);
+    assert!(run.stderr.contains("no Kubernetes configuration"), "{}", run.stderr);
 
     let mut n = 0;
     let mut cfg_case = |name: &'static str, yaml: String, want: &[&str]| {
@@ -613,7 +613,7 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
             .find(|l| case.want.iter().all(|w| l.contains(w.as_str())));
         let problem = if run.code != 2 {
             Some(format!("exit {} (want 2)", run.code))
-        } else if run.stderr.contains("Kubernetes client") {
+        } else if run.stderr.contains("no Kubernetes configuration") {
             Some("reached the cluster client".into())
         } else if line.is_none() {
             Some(format!("no single line holds all of {:?}", case.want))
