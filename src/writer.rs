@@ -225,6 +225,9 @@ pub struct Writer {
     mode: WriteMode,
     field_manager: String,
     instance: String,
+    /// resourceVersion of what we last wrote or found up to date, by (kind, namespace, name):
+    /// the daemon's watches skip the echo of their own writes.
+    seen: std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), String>>,
 }
 
 impl Writer {
@@ -239,7 +242,30 @@ impl Writer {
             mode,
             field_manager,
             instance,
+            seen: Default::default(),
         }
+    }
+
+    fn remember(&self, kind: &'static str, meta: &ObjectMeta) {
+        if let (Some(ns), Some(name), Some(rv)) =
+            (&meta.namespace, &meta.name, &meta.resource_version)
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            seen.insert((kind, ns.clone(), name.clone()), rv.clone());
+        }
+    }
+
+    /// True when `meta` is exactly the object we last wrote or found up to date.
+    pub fn is_echo(&self, kind: &'static str, meta: &ObjectMeta) -> bool {
+        let (Some(ns), Some(name), Some(rv)) =
+            (&meta.namespace, &meta.name, &meta.resource_version)
+        else {
+            return false;
+        };
+        self.seen
+            .lock()
+            .map(|seen| seen.get(&(kind, ns.clone(), name.clone())) == Some(rv))
+            .unwrap_or(false)
     }
 
     /// Reads every live secret of the given names in one list per name (a field selector on
@@ -342,6 +368,9 @@ impl Writer {
         }
         if matches!(outcome, SecretOutcome::Unchanged) {
             debug!("unchanged, no write");
+            if let Some(cur) = &existing {
+                self.remember("secret", &cur.metadata);
+            }
             return (outcome, printed);
         }
         // Force only over a secret we saw and own: a create is not forced, so a foreign secret
@@ -359,7 +388,12 @@ impl Writer {
             )
             .await
         {
-            Ok(_) => (outcome, printed),
+            Ok(written) => {
+                if !pp.dry_run {
+                    self.remember("secret", &written.metadata);
+                }
+                (outcome, printed)
+            }
             Err(e) => fail(WriteError::from_kube(namespace, &desired.name, "patch", e)),
         }
     }
@@ -389,6 +423,7 @@ impl Writer {
                     .filter(|s| !refs.iter().any(|r| r.name == *s))
                     .collect();
                 if missing.is_empty() {
+                    self.remember("serviceaccount", &cur.metadata);
                     return SaOutcome::Unchanged;
                 }
                 if matches!(self.mode, WriteMode::DryRunClient | WriteMode::Diff) {
@@ -407,7 +442,10 @@ impl Writer {
                     ..Default::default()
                 };
                 match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
-                    Ok(_) => {
+                    Ok(written) => {
+                        if !pp.dry_run {
+                            self.remember("serviceaccount", &written.metadata);
+                        }
                         return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {

@@ -273,10 +273,15 @@ async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
         .iter()
         .map(|s| s.name.clone())
         .collect();
+    let echo = |kind: &'static str| {
+        let shared = shared.clone();
+        move |meta: &kube::core::ObjectMeta| shared.writer.is_echo(kind, meta)
+    };
     tasks.spawn(watch::secrets(
         shared.client.clone(),
         shared.config.instance.clone(),
         secret_names,
+        echo("secret"),
         tx.clone(),
         cancel.clone(),
     ));
@@ -285,6 +290,7 @@ async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
         tasks.spawn(watch::service_accounts(
             shared.client.clone(),
             names,
+            echo("serviceaccount"),
             tx.clone(),
             cancel.clone(),
         ));

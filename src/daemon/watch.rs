@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Api;
-use kube::core::PartialObjectMeta;
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
@@ -78,6 +78,7 @@ pub async fn secrets(
     client: kube::Client,
     instance: String,
     names: BTreeSet<String>,
+    echo: impl Fn(&ObjectMeta) -> bool,
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
@@ -93,7 +94,7 @@ pub async fn secrets(
     forward(
         stream,
         "secret",
-        move |ns, name| names.contains(name).then(|| ns.to_string()),
+        move |meta, deleted| pick(&names, meta, deleted, &echo),
         tx,
         cancel,
     )
@@ -104,6 +105,7 @@ pub async fn secrets(
 pub async fn service_accounts(
     client: kube::Client,
     names: BTreeSet<String>,
+    echo: impl Fn(&ObjectMeta) -> bool,
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
@@ -121,11 +123,26 @@ pub async fn service_accounts(
     forward(
         stream,
         "serviceaccount",
-        move |ns, name| names.contains(name).then(|| ns.to_string()),
+        move |meta, deleted| pick(&names, meta, deleted, &echo),
         tx,
         cancel,
     )
     .await;
+}
+
+/// The namespace to reconcile for a change, unless it is not ours to care about or it is the
+/// echo of our own write (same resourceVersion as the object we just wrote).
+fn pick(
+    names: &BTreeSet<String>,
+    meta: &ObjectMeta,
+    deleted: bool,
+    echo: &impl Fn(&ObjectMeta) -> bool,
+) -> Option<String> {
+    let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
+    if !names.contains(name) || (!deleted && echo(meta)) {
+        return None;
+    }
+    Some(ns.to_string())
 }
 
 async fn forward<K: kube::Resource>(
@@ -133,7 +150,7 @@ async fn forward<K: kube::Resource>(
         Item = Result<watcher::Event<kube::core::PartialObjectMeta<K>>, watcher::Error>,
     >,
     kind: &'static str,
-    pick: impl Fn(&str, &str) -> Option<String>,
+    pick: impl Fn(&ObjectMeta, bool) -> Option<String>,
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
@@ -146,15 +163,15 @@ async fn forward<K: kube::Resource>(
         match ev {
             None => return,
             // Live changes only: the initial list is covered by the start-up cycle.
-            Some(Ok(watcher::Event::Apply(obj))) | Some(Ok(watcher::Event::Delete(obj))) => {
-                let (Some(ns), Some(name)) = (
-                    obj.metadata.namespace.as_deref(),
-                    obj.metadata.name.as_deref(),
-                ) else {
-                    continue;
-                };
-                if let Some(ns) = pick(ns, name) {
-                    debug!(kind, namespace = %ns, name, "change seen");
+            Some(Ok(watcher::Event::Apply(obj))) => {
+                if let Some(ns) = pick(&obj.metadata, false) {
+                    debug!(kind, namespace = %ns, name = ?obj.metadata.name, "change seen");
+                    let _ = tx.send(Trigger::Namespace(ns));
+                }
+            }
+            Some(Ok(watcher::Event::Delete(obj))) => {
+                if let Some(ns) = pick(&obj.metadata, true) {
+                    debug!(kind, namespace = %ns, name = ?obj.metadata.name, "deletion seen");
                     let _ = tx.send(Trigger::Namespace(ns));
                 }
             }

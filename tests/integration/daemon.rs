@@ -242,7 +242,20 @@ async fn pruning_removes_only_our_secrets_from_namespaces_that_stop_matching() {
         .await
         .unwrap();
     let cfg = google_config(&s, &format!("{p}-*"), "  selector: team=a\n");
-    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap(), "--prune"], &[]).await;
+    // An instance of its own: pruning must not reach the secrets of the tests running beside it.
+    let instance = unique("prune");
+    let d = DaemonProc::start(
+        &s,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--prune",
+            "--instance",
+            &instance,
+        ],
+        &[],
+    )
+    .await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             has_secret(&s, &a).await && has_secret(&s, &b).await
