@@ -200,19 +200,8 @@ pub struct Totals {
 
 impl Refresher {
     pub async fn new(config: Config, client: kube::Client) -> Self {
-        let providers = join_all(
-            config
-                .sources
-                .iter()
-                .map(|s| Provider::new(s, config.provider_timeout)),
-        )
-        .await;
-        let writer = Writer::new(
-            client.clone(),
-            config.write_mode,
-            config.field_manager.clone(),
-            config.instance.clone(),
-        );
+        let providers = crate::providers::build_all(&config).await;
+        let writer = Writer::for_config(client.clone(), &config);
         Self {
             config,
             providers,

@@ -246,6 +246,16 @@ impl Writer {
         }
     }
 
+    /// The writer for a run: its mode, field manager and instance come from the configuration.
+    pub fn for_config(client: kube::Client, config: &crate::config::Config) -> Self {
+        Self::new(
+            client,
+            config.write_mode,
+            config.field_manager.clone(),
+            config.instance.clone(),
+        )
+    }
+
     fn remember(&self, kind: &'static str, meta: &ObjectMeta) {
         if let (Some(ns), Some(name), Some(rv)) =
             (&meta.namespace, &meta.name, &meta.resource_version)

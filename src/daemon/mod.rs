@@ -62,19 +62,8 @@ pub struct Shared {
 
 impl Shared {
     pub async fn new(config: Config, client: kube::Client) -> Arc<Self> {
-        let providers = futures::future::join_all(
-            config
-                .sources
-                .iter()
-                .map(|s| Provider::new(s, config.provider_timeout)),
-        )
-        .await;
-        let writer = Writer::new(
-            client.clone(),
-            config.write_mode,
-            config.field_manager.clone(),
-            config.instance.clone(),
-        );
+        let providers = crate::providers::build_all(&config).await;
+        let writer = Writer::for_config(client.clone(), &config);
         let recorder = config.daemon.events.then(|| {
             Recorder::new(
                 client.clone(),

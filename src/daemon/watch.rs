@@ -71,9 +71,7 @@ pub fn namespaces(
 }
 
 /// Managed secrets, so a deleted or edited one is restored from the cached credentials.
-/// One watch per configured name, by field selector: RBAC can then limit list/watch to those
-/// names (`resourceNames`) instead of every secret in the cluster. Our own writes come back here
-/// too; they reconcile to "unchanged".
+/// Our own writes come back here too; their echo is skipped by resourceVersion.
 pub async fn secrets(
     client: kube::Client,
     instance: String,
@@ -82,23 +80,8 @@ pub async fn secrets(
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
-    let streams = names.iter().map(|name| {
-        let cfg = watcher::Config::default()
-            .fields(&format!("metadata.name={name}"))
-            .labels(&managed_selector(&instance));
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), cfg)
-            .default_backoff()
-            .boxed()
-    });
-    let stream = futures::stream::select_all(streams);
-    forward(
-        stream,
-        "secret",
-        move |meta, deleted| pick(&names, meta, deleted, &echo),
-        tx,
-        cancel,
-    )
-    .await;
+    let labels = managed_selector(&instance);
+    named::<Secret>(client, names, Some(&labels), "secret", echo, tx, cancel).await;
 }
 
 /// ServiceAccounts with a configured name, so a new one gets its reference.
@@ -109,20 +92,41 @@ pub async fn service_accounts(
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
-    // Per name, like the secrets: list/watch can be limited to the configured names.
+    named::<ServiceAccount>(client, names, None, "serviceaccount", echo, tx, cancel).await;
+}
+
+/// One metadata watch per name, by field selector, across all namespaces: RBAC can then limit
+/// list/watch to those names (`resourceNames`) instead of every object of the kind.
+async fn named<K>(
+    client: kube::Client,
+    names: BTreeSet<String>,
+    labels: Option<&str>,
+    kind: &'static str,
+    echo: impl Fn(&ObjectMeta) -> bool,
+    tx: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let streams = names.iter().map(|name| {
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        watcher(
-            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
-            cfg,
-        )
-        .default_backoff()
-        .boxed()
+        let mut cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        if let Some(labels) = labels {
+            cfg = cfg.labels(labels);
+        }
+        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), cfg)
+            .default_backoff()
+            .boxed()
     });
     let stream = futures::stream::select_all(streams);
     forward(
         stream,
-        "serviceaccount",
+        kind,
         move |meta, deleted| pick(&names, meta, deleted, &echo),
         tx,
         cancel,

@@ -72,6 +72,17 @@ pub enum Provider {
     Static(static_creds::StaticProvider),
 }
 
+/// One provider per configured source, in configuration order.
+pub async fn build_all(config: &crate::config::Config) -> Vec<Provider> {
+    futures::future::join_all(
+        config
+            .sources
+            .iter()
+            .map(|s| Provider::new(s, config.provider_timeout)),
+    )
+    .await
+}
+
 impl Provider {
     /// Builds the client for a source. Nothing here talks to the provider yet.
     pub async fn new(cfg: &SourceConfig, timeout: Duration) -> Self {
