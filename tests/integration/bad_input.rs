@@ -69,7 +69,11 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
     )
     .await;
     assert_eq!(run.code, 1, "the good config must pass validation: {run:?}");
-    assert!(run.stderr.contains("no Kubernetes configuration"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no Kubernetes configuration"),
+        "{}",
+        run.stderr
+    );
 
     let mut n = 0;
     let mut cfg_case = |name: &'static str, yaml: String, want: &[&str]| {
