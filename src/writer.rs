@@ -10,13 +10,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use serde_json::json;
 use tracing::{Instrument, debug, info_span};
 use zeroize::Zeroizing;
 
 use crate::config::WriteMode;
+
+mod service_accounts;
+
+pub use service_accounts::SaOutcome;
 
 pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DATA_KEY: &str = ".dockerconfigjson";
@@ -407,113 +410,6 @@ impl Writer {
             Err(e) => fail(WriteError::from_kube(namespace, &desired.name, "patch", e)),
         }
     }
-
-    /// Adds references to `secrets` to a ServiceAccount's `imagePullSecrets`, keeping every
-    /// other entry. That list is atomic on ServiceAccount, so server-side apply would replace
-    /// it whole: read, modify, and patch with a resourceVersion precondition instead.
-    pub async fn reference_from_service_account(
-        &self,
-        namespace: &str,
-        sa: &str,
-        secrets: &[&str],
-    ) -> SaOutcome {
-        let span = info_span!("service_account", namespace, service_account = sa);
-        async {
-            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-            for _attempt in 0..5 {
-                let cur = match api.get_opt(sa).await {
-                    Ok(Some(cur)) => cur,
-                    Ok(None) => return SaOutcome::Missing,
-                    Err(e) => return SaOutcome::Failed(e.to_string()),
-                };
-                let mut refs = cur.image_pull_secrets.clone().unwrap_or_default();
-                let missing: Vec<&str> = secrets
-                    .iter()
-                    .copied()
-                    .filter(|s| !refs.iter().any(|r| r.name == *s))
-                    .collect();
-                if missing.is_empty() {
-                    self.remember("serviceaccount", &cur.metadata);
-                    return SaOutcome::Unchanged;
-                }
-                if matches!(self.mode, WriteMode::DryRunClient | WriteMode::Diff) {
-                    return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
-                }
-                refs.extend(missing.iter().map(|s| LocalObjectReference {
-                    name: s.to_string(),
-                }));
-                let patch = json!({
-                    "metadata": { "resourceVersion": cur.metadata.resource_version },
-                    "imagePullSecrets": refs,
-                });
-                let pp = PatchParams {
-                    dry_run: self.mode == WriteMode::DryRunServer,
-                    field_manager: Some(self.field_manager.clone()),
-                    ..Default::default()
-                };
-                match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
-                    Ok(written) => {
-                        if !pp.dry_run {
-                            self.remember("serviceaccount", &written.metadata);
-                        }
-                        return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        debug!("serviceaccount changed under us, retrying");
-                    }
-                    Err(e) => return SaOutcome::Failed(e.to_string()),
-                }
-            }
-            SaOutcome::Failed(
-                "kept conflicting with concurrent updates (409) after 5 attempts".into(),
-            )
-        }
-        .instrument(span)
-        .await
-    }
-}
-
-impl Writer {
-    /// Removes our reference to `secret` from a ServiceAccount (pruning), keeping every other
-    /// entry; same read-modify-patch with a resourceVersion precondition as adding.
-    pub async fn remove_reference(&self, namespace: &str, sa: &str, secret: &str) {
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        for _attempt in 0..5 {
-            let Ok(Some(cur)) = api.get_opt(sa).await else {
-                return;
-            };
-            let refs = cur.image_pull_secrets.clone().unwrap_or_default();
-            if !refs.iter().any(|r| r.name == secret) {
-                return;
-            }
-            let kept: Vec<&LocalObjectReference> =
-                refs.iter().filter(|r| r.name != secret).collect();
-            let patch = json!({
-                "metadata": { "resourceVersion": cur.metadata.resource_version },
-                "imagePullSecrets": kept,
-            });
-            let pp = PatchParams {
-                field_manager: Some(self.field_manager.clone()),
-                ..Default::default()
-            };
-            match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
-                Ok(_) => return,
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(error) => {
-                    tracing::warn!(namespace, service_account = sa, %error, "cannot remove pruned reference");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum SaOutcome {
-    Patched(Vec<String>),
-    Unchanged,
-    Missing,
-    Failed(String),
 }
 
 /// What differs between the live secret and the desired one, by registry host and metadata
@@ -655,7 +551,7 @@ mod tests {
     #[test]
     fn a_terminating_namespace_is_not_reported_as_an_rbac_problem() {
         let status = |cause: &str, message: &str| {
-            let s: kube::core::Status = serde_json::from_value(json!({
+            let s: kube::core::Status = serde_json::from_value(serde_json::json!({
                 "status": "Failure", "code": 403, "reason": "Forbidden", "message": message,
                 "details": {"kind": "secrets", "name": "regcred",
                             "causes": [{"reason": cause, "message": message, "field": "metadata.namespace"}]}
