@@ -487,3 +487,67 @@ async fn a_conflict_is_reported_as_a_kubernetes_event_on_the_secret() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("dev", &[], &[]).await;
+    // The refresher's own Pod (it never runs here: there is no kubelet; the object suffices).
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(s.client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "refresher-0" },
+        "spec": { "containers": [{ "name": "r", "image": "example.invalid/regcred-refresher" }] }
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(s.client.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let empty = s.file("empty-password", "");
+    let cfg = s.file(
+        "ev.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{ns}\"]\n",
+            empty.display()
+        ),
+    );
+    let d = DaemonProc::start(
+        &s,
+        &["--config", cfg.to_str().unwrap()],
+        &[("POD_NAME", "refresher-0"), ("POD_NAMESPACE", &ns)],
+    )
+    .await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &ns);
+    let found = wait_until(Duration::from_secs(10), || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RefreshFailed")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("refresher-0")
+                    && e.note.as_deref().is_some_and(|n| n.contains("source quay"))
+            })
+    })
+    .await;
+    assert!(found, "no RefreshFailed event on the pod: {}", d.logs());
+    assert_eq!(
+        d.metric("regcred_refreshes_total{source=\"quay\",result=\"static_read\"}")
+            .await
+            .map(|v| v >= 1.0),
+        Some(true)
+    );
+}
