@@ -109,18 +109,29 @@ fn name_ok(s: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
+/// A label value (non-empty): up to 63 alphanumerics, '-', '_', '.', alphanumeric at both ends.
+pub(crate) fn is_label_value(v: &str) -> bool {
+    name_ok(v, 63)
+}
+
+/// One RFC 1123 label without its length bound: lowercase alphanumerics and '-', alphanumeric
+/// at both ends. (Object names that are DNS subdomains bound only their total length.)
+pub(crate) fn is_dns_label_body(l: &str) -> bool {
+    let b = l.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
 fn key_ok(key: &str) -> Result<String, SelectorError> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
     let prefix_ok = prefix.is_none_or(|p| {
-        p.len() <= 253
-            && p.split('.').all(|l| {
-                name_ok(l, 63)
-                    && l.bytes()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-            })
+        p.len() <= 253 && p.split('.').all(|l| l.len() <= 63 && is_dns_label_body(l))
     });
     if prefix_ok && name_ok(name, 63) {
         Ok(key.to_string())

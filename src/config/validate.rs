@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::label_selector::{is_dns_label_body, is_label_value};
 use crate::namespaces::NamespaceFilter;
 
 #[derive(Debug, thiserror::Error)]
@@ -590,14 +591,7 @@ fn registry_host(field: &str, h: &str) -> R<()> {
 }
 
 fn dns_label(field: &str, v: &str, what: &str) -> R<()> {
-    let b = v.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric();
-    if ok {
+    if v.len() <= 63 && is_dns_label_body(v) {
         Ok(())
     } else {
         Err(ConfigError::invalid(
@@ -609,14 +603,7 @@ fn dns_label(field: &str, v: &str, what: &str) -> R<()> {
 }
 
 pub(super) fn label_value(field: &str, v: &str) -> R<()> {
-    let b = v.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric();
-    if ok {
+    if is_label_value(v) {
         Ok(())
     } else {
         Err(ConfigError::invalid(
@@ -628,17 +615,7 @@ pub(super) fn label_value(field: &str, v: &str) -> R<()> {
 }
 
 pub(crate) fn dns_subdomain(field: &str, v: &str, what: &str) -> R<()> {
-    let ok = !v.is_empty()
-        && v.len() <= 253
-        && v.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-        });
-    if ok {
+    if !v.is_empty() && v.len() <= 253 && v.split('.').all(is_dns_label_body) {
         Ok(())
     } else {
         Err(ConfigError::invalid(
