@@ -413,3 +413,25 @@ pub async fn fixture_control(body: &serde_json::Value) {
         "fixture control: {out}"
     );
 }
+
+/// The world's Google service-account key with its `token_uri` at `base_url` (a proxy or a
+/// link in front of the fixture), which the fixture is told to accept as an audience.
+pub async fn google_key_via(s: &Scratch, base_url: &str) -> PathBuf {
+    let mut key: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
+    )
+    .unwrap();
+    let uri = format!("{base_url}/token");
+    key["token_uri"] = uri.clone().into();
+    fixture_control(&serde_json::json!({ "accept_audience": uri })).await;
+    s.file(&unique("key.json"), &key.to_string())
+}
+
+/// `kubeconfig` with every cluster's server swapped for `server` (a proxy or a link).
+pub fn kubeconfig_via(s: &Scratch, kubeconfig: &Path, server: &str) -> PathBuf {
+    let mut kc = serde_json::to_value(Kubeconfig::read_from(kubeconfig).unwrap()).unwrap();
+    for c in kc["clusters"].as_array_mut().unwrap() {
+        c["cluster"]["server"] = server.into();
+    }
+    s.file(&unique("kubeconfig-via"), &kc.to_string())
+}

@@ -33,14 +33,7 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
         "REGCRED_TEST_GOOGLE_TOKEN_URL",
     )))
     .await;
-    let mut key: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
-    )
-    .unwrap();
-    let linked_uri = format!("{}/token", link.url("http"));
-    key["token_uri"] = linked_uri.clone().into();
-    fixture_control(&serde_json::json!({ "accept_audience": linked_uri })).await;
-    let keyfile = s.file("linked-key.json", &key.to_string());
+    let keyfile = google_key_via(&s, &link.url("http")).await;
     let cfg = s.file(
         "d.yaml",
         &format!(

@@ -45,14 +45,7 @@ impl Rig {
             json!([{"method": "POST", "path": "^/token", "json_set": [[["expires_in"], 4]]}]),
         )
         .await;
-        let mut key: Value = serde_json::from_str(
-            &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
-        )
-        .unwrap();
-        let uri = format!("{}/token", google.url());
-        key["token_uri"] = uri.clone().into();
-        fixture_control(&json!({ "accept_audience": uri })).await;
-        let keyfile = s.file("key.json", &key.to_string());
+        let keyfile = google_key_via(&s, &google.url()).await;
         let cfg = s.file(
             "g.yaml",
             &format!("registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{p}-*\"]\n", keyfile.display()),
@@ -60,14 +53,11 @@ impl Rig {
         let api = FaultProxy::api_server(&s, json!([])).await;
         // A cuttable link in front of the proxy, for the restart case.
         let link = Link::to(([127, 0, 0, 1], api.port).into()).await;
-        let mut kc: Value = serde_json::to_value(
-            kube::config::Kubeconfig::read_from(env("REGCRED_TEST_KUBECONFIG")).unwrap(),
-        )
-        .unwrap();
-        for c in kc["clusters"].as_array_mut().unwrap() {
-            c["cluster"]["server"] = link.url("https").into();
-        }
-        let kubeconfig = s.file("kubeconfig-link", &kc.to_string());
+        let kubeconfig = kubeconfig_via(
+            &s,
+            std::path::Path::new(&env("REGCRED_TEST_KUBECONFIG")),
+            &link.url("https"),
+        );
         let d = DaemonProc::start(
             &s,
             &[

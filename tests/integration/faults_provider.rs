@@ -76,7 +76,7 @@ impl Rig {
             json!([google_fresh()]),
         )
         .await;
-        let keyfile = google_key_via(&s, &proxy).await;
+        let keyfile = google_key_via(&s, &proxy.url()).await;
         let cfg = s.file(
             "g.yaml",
             &format!("registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{p}-*\"]\n", keyfile.display()),
@@ -210,18 +210,6 @@ async fn start(
         envs,
     )
     .await
-}
-
-/// The world's Google key with its `token_uri` pointing at `proxy`.
-async fn google_key_via(s: &Scratch, proxy: &FaultProxy) -> std::path::PathBuf {
-    let mut key: Value = serde_json::from_str(
-        &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
-    )
-    .unwrap();
-    let uri = format!("{}/token", proxy.url());
-    key["token_uri"] = uri.clone().into();
-    fixture_control(&json!({ "accept_audience": uri })).await;
-    s.file(&unique("key.json"), &key.to_string())
 }
 
 #[tokio::test]

@@ -88,12 +88,7 @@ impl FaultProxy {
 
     /// `kubeconfig` with every cluster's server swapped for this proxy.
     pub fn kubeconfig(&self, s: &Scratch, kubeconfig: &std::path::Path) -> PathBuf {
-        let mut kc: Value =
-            serde_json::to_value(kube::config::Kubeconfig::read_from(kubeconfig).unwrap()).unwrap();
-        for c in kc["clusters"].as_array_mut().unwrap() {
-            c["cluster"]["server"] = self.url().into();
-        }
-        s.file(&unique("kubeconfig-proxy"), &kc.to_string())
+        kubeconfig_via(s, kubeconfig, &self.url())
     }
 
     async fn control(&self, method: &str, path: &str, body: &str) -> String {

@@ -95,14 +95,11 @@ async fn an_api_server_outage_ends_with_every_target_correct() {
     let a = s.namespace(&p, &[], &[]).await;
     let link = Link::to(Link::parse(&env("REGCRED_TEST_API_SERVER"))).await;
     // The daemon reaches the API server only through the link.
-    let mut kc: serde_json::Value = serde_json::to_value(
-        kube::config::Kubeconfig::read_from(env("REGCRED_TEST_KUBECONFIG")).unwrap(),
-    )
-    .unwrap();
-    for c in kc["clusters"].as_array_mut().unwrap() {
-        c["cluster"]["server"] = link.url("https").into();
-    }
-    let kubeconfig = s.file("kubeconfig-link", &kc.to_string());
+    let kubeconfig = kubeconfig_via(
+        &s,
+        std::path::Path::new(&env("REGCRED_TEST_KUBECONFIG")),
+        &link.url("https"),
+    );
     let cfg = s.file(
         "g.yaml",
         &format!(

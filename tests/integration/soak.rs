@@ -85,14 +85,7 @@ async fn soak_refreshing_every_second_stays_flat() {
         json!([{"method": "POST", "path": "^/token", "json_set": [[["expires_in"], 1]]}]),
     )
     .await;
-    let mut key: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(env("REGCRED_TEST_GOOGLE_KEY_FILE")).unwrap(),
-    )
-    .unwrap();
-    let uri = format!("{}/token", proxy.url());
-    key["token_uri"] = uri.clone().into();
-    fixture_control(&json!({ "accept_audience": uri })).await;
-    let keyfile = s.file("key.json", &key.to_string());
+    let keyfile = google_key_via(&s, &proxy.url()).await;
     let cfg = s.file(
         "soak.yaml",
         &format!(
