@@ -18,7 +18,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Run one refresh cycle and exit (for CronJobs and CI); without it, run as a daemon.
-    #[arg(long, env = "REGCRED_ONCE")]
+    #[arg(long, env = "REGCRED_ONCE", value_parser = clap::builder::BoolishValueParser::new())]
     pub once: bool,
 
     /// none: apply; client: print the manifests, touch nothing; server: the API server
@@ -27,8 +27,14 @@ pub struct Cli {
     pub dry_run: DryRun,
 
     /// Report, per namespace, what an apply would change (never the secret values); writes nothing.
-    #[arg(long, env = "REGCRED_DIFF", conflicts_with = "dry_run")]
+    #[arg(long, env = "REGCRED_DIFF", conflicts_with = "dry_run", value_parser = clap::builder::BoolishValueParser::new())]
     pub diff: bool,
+
+    /// With --once: fetch every token and write every target, however fresh what is in
+    /// place is (by default a run writes only where something changed or the credentials
+    /// reached the renewal margin).
+    #[arg(long, env = "REGCRED_FORCE", requires = "once", value_parser = clap::builder::BoolishValueParser::new())]
+    pub force: bool,
 
     #[command(flatten)]
     pub quick: QuickEcr,
@@ -145,7 +151,7 @@ pub struct Daemon {
     pub admin_addr: std::net::SocketAddr,
 
     /// Elect a leader through a coordination.k8s.io Lease, so several replicas are safe.
-    #[arg(long, env = "REGCRED_LEADER_ELECTION")]
+    #[arg(long, env = "REGCRED_LEADER_ELECTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub leader_election: bool,
 
     /// Name of the Lease used for leader election.
@@ -162,11 +168,11 @@ pub struct Daemon {
 
     /// Delete the secrets we manage (and our ServiceAccount references) from namespaces that
     /// stop matching, and secrets removed from the configuration. Never anything else.
-    #[arg(long, env = "REGCRED_PRUNE")]
+    #[arg(long, env = "REGCRED_PRUNE", value_parser = clap::builder::BoolishValueParser::new())]
     pub prune: bool,
 
     /// Record Kubernetes Events for failures users should see.
-    #[arg(long, env = "REGCRED_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "REGCRED_EVENTS", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub events: bool,
 
     /// Seconds in-flight writes may take to finish on SIGTERM.

@@ -37,6 +37,8 @@ pub struct Config {
     pub namespaces: NamespaceFilter,
     pub service_accounts: Vec<String>,
     pub once: bool,
+    /// `--force`: write every target whatever its freshness.
+    pub force: bool,
     pub write_mode: WriteMode,
     pub concurrency: usize,
     pub provider_timeout: Duration,
@@ -293,6 +295,7 @@ impl Config {
             namespaces: v.namespaces,
             service_accounts: v.service_accounts,
             once: cli.once,
+            force: cli.force,
             write_mode,
             concurrency: t.concurrency,
             provider_timeout: Duration::from_secs(t.provider_timeout),

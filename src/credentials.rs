@@ -54,6 +54,22 @@ pub struct Credentials {
     pub entries: Vec<RegistryCredential>,
     /// When the credentials stop working; `None` for static credentials that do not expire.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the fetch that produced them started: with `expires_at`, their lifetime.
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Credentials {
+    /// When these credentials should be replaced: once only `margin` (a fraction) of their
+    /// lifetime is left. `None` when they do not expire.
+    pub fn refresh_after(&self, margin: f64) -> Option<DateTime<Utc>> {
+        let exp = self.expires_at?;
+        let life = (exp - self.issued_at).max(chrono::Duration::zero());
+        let keep = life
+            .to_std()
+            .unwrap_or_default()
+            .mul_f64(margin.clamp(0.0, 1.0));
+        Some(exp - chrono::Duration::from_std(keep).unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +84,8 @@ mod tests {
             Credentials {
                 source: "s".into(),
                 entries: vec![c.clone()],
-                expires_at: None
+                expires_at: None,
+                issued_at: Utc::now(),
             }
         );
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -87,6 +104,7 @@ mod tests {
             source: "s".into(),
             entries: vec![c.clone()],
             expires_at: None,
+            issued_at: Utc::now(),
         };
         let doc = crate::dockerconfig::render([("s", &c)]).unwrap();
         let doc_text = String::from_utf8(doc.clone()).unwrap();
@@ -118,6 +136,27 @@ mod tests {
         }
         assert!(shown[0].contains("[redacted]"));
         assert!(shown[4].contains("redacted"));
+    }
+
+    #[test]
+    fn refresh_is_due_when_the_margin_of_the_lifetime_is_left() {
+        let issued = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let c = Credentials {
+            source: "s".into(),
+            entries: vec![],
+            expires_at: Some(issued + chrono::Duration::hours(12)),
+            issued_at: issued,
+        };
+        assert_eq!(
+            c.refresh_after(0.25),
+            Some(issued + chrono::Duration::hours(9))
+        );
+        assert_eq!(c.refresh_after(0.0), c.expires_at);
+        let never = Credentials {
+            expires_at: None,
+            ..c
+        };
+        assert_eq!(never.refresh_after(0.25), None);
     }
 
     /// Wiped on drop: the password through `secrecy`, the rendered document through

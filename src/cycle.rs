@@ -5,18 +5,23 @@
 //! The daemon reuses [`plan`], [`write_namespace`] and [`write_resolved`] with its cached
 //! credentials, so a restored secret never costs a token call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
 
 use futures::StreamExt;
 use futures::future::join_all;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, SecretConfig, WriteMode};
+use crate::config::{Config, SourceKind, WriteMode};
 use crate::credentials::Credentials;
-use crate::dockerconfig;
 use crate::namespaces::{self, Decision};
 use crate::providers::{Provider, ProviderError};
-use crate::writer::{DesiredSecret, Live, Payload, SaOutcome, SecretOutcome, WriteError, Writer};
+use crate::writer::decide::Verdict;
+use crate::writer::{
+    Content, DesiredSecret, Live, Payload, SaOutcome, SecretOutcome, WriteError, Writer,
+};
+use crate::{dockerconfig, fingerprint};
 
 /// The secrets to write this time, and those held back because a source is unavailable.
 #[derive(Debug, Default)]
@@ -28,35 +33,66 @@ pub struct Plan {
 
 /// Renders every configured secret whose sources all have credentials. A secret missing a
 /// source is not written at all: writing it without that registry would break pulls that the
-/// last good secret still serves.
-pub fn plan<'a>(secrets: &[SecretConfig], creds: impl Fn(&str) -> Option<&'a Credentials>) -> Plan {
-    let mut p = Plan::default();
-    for s in secrets {
-        let found: Vec<Option<&Credentials>> = s.sources.iter().map(|n| creds(n)).collect();
-        let failed: Vec<&str> = s
+/// last good secret still serves. `wanted(secret)` says whether some target needs the secret
+/// written; an unwanted secret whose tokens were not fetched is planned without content (it
+/// is only assessed, never written). Static values are needed either way: they decide.
+pub fn plan<'a>(
+    config: &Config,
+    creds: impl Fn(&str) -> Option<&'a Credentials>,
+    wanted: impl Fn(&str) -> bool,
+) -> Plan {
+    let margin = config.daemon.policy.margin;
+    let is_static = |n: &str| {
+        config
             .sources
             .iter()
-            .zip(&found)
+            .any(|c| c.name == n && matches!(c.kind, SourceKind::Static(_)))
+    };
+    let mut p = Plan::default();
+    for s in &config.secrets {
+        let found: Vec<(&str, Option<&Credentials>)> =
+            s.sources.iter().map(|n| (n.as_str(), creds(n))).collect();
+        let missing: Vec<&str> = found
+            .iter()
             .filter(|(_, c)| c.is_none())
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| *n)
             .collect();
-        if !failed.is_empty() {
-            p.blocked.push((s.name.clone(), failed.join(",")));
+        if missing.iter().any(|n| is_static(n)) || (!missing.is_empty() && wanted(&s.name)) {
+            p.blocked.push((s.name.clone(), missing.join(",")));
             continue;
         }
-        let creds: Vec<&Credentials> = found.into_iter().flatten().collect();
-        let rendered = dockerconfig::render(
-            creds
-                .iter()
-                .flat_map(|c| c.entries.iter().map(move |e| (c.source.as_str(), e))),
-        );
+        let have: Vec<&Credentials> = found.iter().filter_map(|(_, c)| *c).collect();
+        let rendered = (|| -> Result<_, dockerconfig::DockerConfigError> {
+            let mut pinned = BTreeMap::new();
+            for c in have.iter().filter(|c| is_static(&c.source)) {
+                pinned.extend(dockerconfig::auths_of(&dockerconfig::render(
+                    c.entries.iter().map(|e| (c.source.as_str(), e)),
+                )?));
+            }
+            let content = if missing.is_empty() {
+                let bytes = dockerconfig::render(
+                    have.iter()
+                        .flat_map(|c| c.entries.iter().map(move |e| (c.source.as_str(), e))),
+                )?;
+                Some(Content {
+                    payload: Payload::new(bytes),
+                    expires_at: have.iter().filter_map(|c| c.expires_at).min(),
+                    refresh_after: have.iter().filter_map(|c| c.refresh_after(margin)).min(),
+                })
+            } else {
+                None
+            };
+            Ok((pinned, content))
+        })();
         match rendered {
-            Ok(bytes) => p.desired.push(DesiredSecret {
+            Ok((pinned, content)) => p.desired.push(DesiredSecret {
                 name: s.name.clone(),
-                payload: Payload::new(bytes),
                 sources: s.sources.clone(),
-                expires_at: creds.iter().filter_map(|c| c.expires_at).min(),
                 adopt: s.adopt,
+                fingerprint: fingerprint::of_secret(s, &config.sources),
+                expires: fingerprint::expires(s, &config.sources),
+                pinned,
+                content,
             }),
             Err(e) => {
                 warn!(secret = %s.name, error = %e, "cannot render secret");
@@ -75,6 +111,8 @@ pub struct NamespaceReport {
     pub service_accounts: Vec<(String, SaOutcome)>,
     pub manifests: Vec<String>,
     pub diffs: Vec<String>,
+    /// The earliest renewal time among the secrets kept here.
+    pub due: Option<DateTime<Utc>>,
 }
 
 /// Writes every planned secret into one namespace, then references them from the configured
@@ -92,12 +130,14 @@ pub async fn write_namespace(
         service_accounts: Vec::new(),
         manifests: Vec::new(),
         diffs: Vec::new(),
+        due: None,
     };
     for d in &plan.desired {
-        let (outcome, printed) = writer.write_secret(&r.namespace, d, live).await;
-        r.manifests.extend(printed.manifest);
-        r.diffs.extend(printed.diff);
-        r.secrets.push((d.name.clone(), outcome));
+        let w = writer.write_secret(&r.namespace, d, live).await;
+        r.manifests.extend(w.manifest);
+        r.diffs.extend(w.diff);
+        r.due = r.due.into_iter().chain(w.due).min();
+        r.secrets.push((d.name.clone(), w.outcome));
     }
     for (secret, sources) in &plan.blocked {
         let e = WriteError::SourceFailed {
@@ -180,6 +220,8 @@ pub struct Refresher {
 #[derive(Debug, Default)]
 pub struct CycleReport {
     pub sources: Vec<(String, Result<Credentials, ProviderError>)>,
+    /// Token sources not fetched because every target of theirs is fresh.
+    pub not_needed: Vec<String>,
     pub namespaces: Vec<NamespaceReport>,
     pub missing: Vec<String>,
     pub skipped: Vec<(String, Decision)>,
@@ -210,34 +252,48 @@ impl Refresher {
         }
     }
 
+    /// Reads what is live first, then fetches only the tokens some target needs: a run
+    /// against fresh secrets costs no token call and no write. Static sources are always
+    /// read (local files), since a changed value must land.
     pub async fn run_once(&self) -> CycleReport {
         let timeout = self.config.provider_timeout;
-        // Tokens, targets and the live secrets do not depend on each other: fetch them at once.
         let names: Vec<&str> = self
             .config
             .secrets
             .iter()
             .map(|s| s.name.as_str())
             .collect();
-        let (fetched, resolution, live) = tokio::join!(
-            join_all(self.providers.iter().map(|p| p.fetch(timeout))),
+        let (statics, tokens): (Vec<&Provider>, Vec<&Provider>) =
+            self.providers.iter().partition(|p| p.is_static());
+        // Static values, targets and the live secrets do not depend on each other.
+        let (read, resolution, live) = tokio::join!(
+            join_all(statics.iter().map(|p| p.fetch(timeout))),
             namespaces::resolve(&self.client, &self.config.namespaces),
             self.writer.list_live(&names),
         );
         let mut report = CycleReport::default();
-        for (p, r) in self.providers.iter().zip(fetched) {
-            if let Err(e) = &r {
-                warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
-            }
-            report.sources.push((p.name().to_string(), r));
-        }
+        report.record_fetches(&statics, read);
+        let wanted = self.wanted(&report, &resolution, live.as_ref()).await;
+        let (fetch, skip): (Vec<&Provider>, Vec<&Provider>) = tokens.into_iter().partition(|p| {
+            self.config
+                .secrets
+                .iter()
+                .any(|s| wanted.contains(&s.name) && s.sources.iter().any(|n| n == p.name()))
+        });
+        let fetched = join_all(fetch.iter().map(|p| p.fetch(timeout))).await;
+        report.record_fetches(&fetch, fetched);
+        report.not_needed = skip.iter().map(|p| p.name().to_string()).collect();
         let plan = {
             let by_name: BTreeMap<&str, &Credentials> = report
                 .sources
                 .iter()
                 .filter_map(|(n, r)| r.as_ref().ok().map(|c| (n.as_str(), c)))
                 .collect();
-            plan(&self.config.secrets, |n| by_name.get(n).copied())
+            plan(
+                &self.config,
+                |n| by_name.get(n).copied(),
+                |s| wanted.contains(s),
+            )
         };
         write_resolved(
             &self.writer,
@@ -250,9 +306,62 @@ impl Refresher {
         .await;
         report
     }
+
+    /// The secrets some target needs written, judged from the live secrets and the static
+    /// values alone. Every secret when that cannot be judged: a forced or client-dry run, no
+    /// list of live secrets (a namespaced install), or no targets resolved.
+    async fn wanted(
+        &self,
+        report: &CycleReport,
+        resolution: &Result<namespaces::Resolution, namespaces::NamespaceError>,
+        live: Option<&Live>,
+    ) -> BTreeSet<String> {
+        let all = || self.config.secrets.iter().map(|s| s.name.clone()).collect();
+        let (Ok(resolution), Some(live)) = (resolution, live) else {
+            return all();
+        };
+        if self.config.force || self.config.write_mode == WriteMode::DryRunClient {
+            return all();
+        }
+        let by_name: BTreeMap<&str, &Credentials> = report
+            .sources
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().ok().map(|c| (n.as_str(), c)))
+            .collect();
+        let assess = plan(&self.config, |n| by_name.get(n).copied(), |_| false);
+        let mut wanted = BTreeSet::new();
+        for d in &assess.desired {
+            let needed = resolution.targets.iter().any(|ns| {
+                let cur = live.get(&(ns.clone(), d.name.clone()));
+                matches!(self.writer.verdict(cur, d), Verdict::Write(_))
+            });
+            if needed {
+                wanted.insert(d.name.clone());
+            }
+        }
+        wanted
+    }
 }
 
 impl CycleReport {
+    fn record_fetches(
+        &mut self,
+        providers: &[&Provider],
+        results: Vec<Result<Credentials, ProviderError>>,
+    ) {
+        for (p, r) in providers.iter().zip(results) {
+            if let Err(e) = &r {
+                warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
+            }
+            self.sources.push((p.name().to_string(), r));
+        }
+    }
+
+    /// The earliest renewal time among every secret this cycle kept.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.namespaces.iter().filter_map(|n| n.due).min()
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals {
             skipped: self.skipped.len(),
@@ -313,6 +422,9 @@ impl CycleReport {
                 ),
                 Err(e) => warn!(source = %source, error = %e, "source failed"),
             }
+        }
+        for source in &self.not_needed {
+            info!(source = %source, "not fetched: every target holds fresh credentials");
         }
         for ns in &self.namespaces {
             for (secret, o) in &ns.secrets {

@@ -51,13 +51,45 @@ struct Document<'a> {
 
 /// Renders the `auths` document for the given credentials, each tagged with its source name
 /// (for the duplicate error).
+/// The registry a key of `auths` names, as pulls match it: scheme, case and trailing slashes
+/// do not matter, and Docker Hub answers to several names. Two keys with one registry key
+/// would give a pull two competing credentials.
+pub fn registry_key(server: &str) -> String {
+    let s = server.trim().to_ascii_lowercase();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(&s);
+    let s = s.trim_end_matches('/');
+    let (host, path) = s.split_once('/').unwrap_or((s, ""));
+    const HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+    if HUB.contains(&host) && matches!(path, "" | "v1" | "v2") {
+        return "docker.io".into();
+    }
+    s.to_string()
+}
+
+/// The `auths` object of a `.dockerconfigjson`, by key; empty when it is not one.
+pub fn auths_of(bytes: &[u8]) -> BTreeMap<String, serde_json::Value> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|mut v| v.get_mut("auths").map(serde_json::Value::take))
+        .and_then(|a| serde_json::from_value(a).ok())
+        .unwrap_or_default()
+}
+
 pub fn render<'a>(
     creds: impl IntoIterator<Item = (&'a str, &'a RegistryCredential)>,
 ) -> Result<Vec<u8>, DockerConfigError> {
     let mut auths = BTreeMap::new();
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut keys = Vec::new();
     for (source, c) in creds {
-        if let Some(first) = owners.insert(c.server.as_str(), source) {
+        keys.push((registry_key(&c.server), source, c));
+    }
+    for (key, source, c) in &keys {
+        let (source, c) = (*source, *c);
+        if let Some(first) = owners.insert(key.as_str(), source) {
             return Err(DockerConfigError::DuplicateServer {
                 server: c.server.clone(),
                 first: first.to_string(),
@@ -215,6 +247,27 @@ mod tests {
             text.contains(r#""password":"\u003c\u0026\u003e\u2028""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn registry_keys_fold_scheme_case_slashes_and_docker_hub_aliases() {
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://index.docker.io/v1/",
+            "HTTPS://Docker.IO/",
+        ] {
+            assert_eq!(registry_key(hub), "docker.io", "{hub}");
+        }
+        assert_eq!(registry_key("https://GCR.io/"), "gcr.io");
+        assert_eq!(registry_key("gcr.io/project"), "gcr.io/project");
+        assert_ne!(registry_key("quay.io"), registry_key("docker.io"));
+        let (a, b) = (cred("gcr.io", "u", "p"), cred("https://gcr.io/", "u", "p"));
+        assert!(matches!(
+            render([("one", &a), ("two", &b)]),
+            Err(DockerConfigError::DuplicateServer { .. })
+        ));
     }
 
     #[test]

@@ -82,7 +82,13 @@ pub fn next_refresh(
     };
     let mut reason = reason;
     if wait < policy.min_interval {
-        wait = policy.min_interval;
+        // A short-lived credential (a GKE metadata token handed out with minutes left) is
+        // still replaced before it expires: the floor never holds it past its expiry. An
+        // expired one (a failed fetch in practice) waits the whole floor: no hot loop.
+        let before_expiry = expiry_wait
+            .filter(|e| !e.is_zero())
+            .map(|e| e.max(Duration::from_secs(1)));
+        wait = before_expiry.map_or(policy.min_interval, |e| e.min(policy.min_interval));
         reason = Reason::Floor;
     }
     (wait, reason)
@@ -135,6 +141,20 @@ mod tests {
             wait,
             Duration::from_secs(30 * 60),
             "no jitter on the user's own schedule"
+        );
+    }
+
+    #[test]
+    fn a_token_with_seconds_left_is_replaced_before_it_expires() {
+        let p = policy("0 0 * * *");
+        let now = at(10, 0);
+        let (wait, reason) = next_refresh(&p, now, Some(now + chrono::Duration::seconds(40)), 0.0);
+        assert_eq!((wait, reason), (Duration::from_secs(30), Reason::Floor));
+        let (wait, _) = next_refresh(&p, now, Some(now + chrono::Duration::seconds(300)), 0.0);
+        assert_eq!(
+            wait,
+            Duration::from_secs(225),
+            "a quarter of 5 minutes left"
         );
     }
 

@@ -2,9 +2,9 @@
 //!
 //! Server-side apply under our own field manager, and only onto secrets we manage: a
 //! same-named secret someone else created is left untouched (a conflict) unless the user
-//! opted in to adopt it. No write when nothing changed. Never deletes anything.
+//! opted in to adopt it. No write unless [`decide`] finds one needed. Never deletes a secret.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::WriteMode;
 
+pub mod decide;
 mod service_accounts;
 
 pub use service_accounts::SaOutcome;
@@ -31,8 +32,16 @@ pub const INSTANCE_LABEL: &str = "regcred-refresher.io/instance";
 pub fn managed_selector(instance: &str) -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={instance}")
 }
+/// Every annotation we write starts with this; one we no longer write is removed.
+pub const OUR_PREFIX: &str = "regcred-refresher.io/";
 pub const SOURCES_ANNOTATION: &str = "regcred-refresher.io/sources";
 pub const EXPIRES_ANNOTATION: &str = "regcred-refresher.io/expires-at";
+/// When the credentials reach the renewal margin: before that, no run rewrites the secret.
+pub const REFRESH_AFTER_ANNOTATION: &str = "regcred-refresher.io/refresh-after";
+/// [`crate::fingerprint`] of the configuration that produced the secret.
+pub const FINGERPRINT_ANNOTATION: &str = "regcred-refresher.io/fingerprint";
+/// `kubectl apply` keeps the whole object here, old password included: gone on adoption.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The rendered `.dockerconfigjson`: zeroized on drop, never printed by `Debug`.
 #[derive(Clone)]
@@ -58,13 +67,41 @@ impl fmt::Debug for Payload {
 #[derive(Debug, Clone)]
 pub struct DesiredSecret {
     pub name: String,
-    pub payload: Payload,
     pub sources: Vec<String>,
-    pub expires_at: Option<DateTime<Utc>>,
     pub adopt: bool,
+    /// [`crate::fingerprint::of_secret`] of its configuration.
+    pub fingerprint: String,
+    /// Holds credentials that expire (a token source), so the renewal time matters.
+    pub expires: bool,
+    /// `auths` entries whose values the user handed us (static sources), by host: compared
+    /// by value, since a rotated password must land however fresh the rest is.
+    pub pinned: BTreeMap<String, serde_json::Value>,
+    /// `None` when the tokens were not fetched because no target needed them.
+    pub content: Option<Content>,
+}
+
+/// The rendered credentials of one secret.
+#[derive(Debug, Clone)]
+pub struct Content {
+    pub payload: Payload,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub refresh_after: Option<DateTime<Utc>>,
 }
 
 impl DesiredSecret {
+    fn annotation_keys(&self) -> BTreeSet<&'static str> {
+        let mut k = BTreeSet::from([SOURCES_ANNOTATION, FINGERPRINT_ANNOTATION]);
+        if let Some(c) = &self.content {
+            if c.expires_at.is_some() {
+                k.insert(EXPIRES_ANNOTATION);
+            }
+            if c.refresh_after.is_some() {
+                k.insert(REFRESH_AFTER_ANNOTATION);
+            }
+        }
+        k
+    }
+
     fn labels(&self, instance: &str) -> BTreeMap<String, String> {
         [
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
@@ -74,17 +111,24 @@ impl DesiredSecret {
     }
 
     fn annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([(SOURCES_ANNOTATION.to_string(), self.sources.join(","))]);
-        if let Some(t) = self.expires_at {
-            a.insert(
-                EXPIRES_ANNOTATION.to_string(),
-                t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            );
+        let mut a = BTreeMap::from([
+            (SOURCES_ANNOTATION.to_string(), self.sources.join(",")),
+            (FINGERPRINT_ANNOTATION.to_string(), self.fingerprint.clone()),
+        ]);
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        if let Some(c) = &self.content {
+            if let Some(t) = c.expires_at {
+                a.insert(EXPIRES_ANNOTATION.to_string(), stamp(t));
+            }
+            if let Some(t) = c.refresh_after {
+                a.insert(REFRESH_AFTER_ANNOTATION.to_string(), stamp(t));
+            }
         }
         a
     }
 
-    /// The object we apply: only the fields we own.
+    /// The object we apply: only the fields we own. Without content (tokens not fetched) the
+    /// data is empty; such a secret is never written.
     pub fn to_secret(&self, namespace: &str, instance: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
@@ -95,13 +139,10 @@ impl DesiredSecret {
                 ..Default::default()
             },
             type_: Some(SECRET_TYPE.to_string()),
-            data: Some(
-                [(
-                    DATA_KEY.to_string(),
-                    ByteString(self.payload.bytes().to_vec()),
-                )]
-                .into(),
-            ),
+            data: self
+                .content
+                .as_ref()
+                .map(|c| [(DATA_KEY.to_string(), ByteString(c.payload.bytes().to_vec()))].into()),
             ..Default::default()
         }
     }
@@ -142,6 +183,10 @@ pub enum WriteError {
         secret: String,
         found: String,
     },
+    #[error(
+        "secret {namespace}/{secret} is immutable (immutable: true), so its credentials can never be renewed; fix: delete it (it is written again, mutable) or configure another name"
+    )]
+    Immutable { namespace: String, secret: String },
     #[error("secret {namespace}/{secret}: namespace not found")]
     NamespaceGone { namespace: String, secret: String },
     /// Deleted while we wrote: the API server refuses new content with a 403 that is no RBAC
@@ -169,6 +214,7 @@ impl WriteError {
         match self {
             Self::Forbidden { .. } => "forbidden",
             Self::WrongType { .. } => "wrong_type",
+            Self::Immutable { .. } => "immutable",
             Self::NamespaceGone { .. } => "namespace_gone",
             Self::NamespaceTerminating { .. } => "namespace_terminating",
             Self::Api { .. } => "api",
@@ -185,7 +231,7 @@ impl WriteError {
             kube::Error::Api(s) if s.code == 403 => Self::Forbidden {
                 namespace: namespace.into(),
                 secret: secret.into(),
-                verb: op,
+                verb: refused_verb(&s.message).unwrap_or(op),
                 message: s.message.clone(),
             },
             kube::Error::Api(s) if s.code == 404 && op != "get" => Self::NamespaceGone {
@@ -202,6 +248,18 @@ impl WriteError {
     }
 }
 
+/// The verb an RBAC refusal names (`… cannot create resource "secrets" …`): a server-side
+/// apply is authorized as patch and, for a new object, as create, so the failed call's own
+/// verb may not be the one to grant.
+fn refused_verb(message: &str) -> Option<&'static str> {
+    let verb = message.split("cannot ").nth(1)?.split_whitespace().next()?;
+    [
+        "create", "patch", "update", "get", "list", "watch", "delete",
+    ]
+    .into_iter()
+    .find(|v| *v == verb)
+}
+
 /// The NamespaceLifecycle admission plugin's refusal: a 403 whose cause is
 /// `NamespaceTerminating` (the message is the fallback for servers that omit the cause).
 fn is_terminating(s: &kube::core::Status) -> bool {
@@ -216,11 +274,27 @@ fn is_terminating(s: &kube::core::Status) -> bool {
 /// Live secrets by (namespace, name), read in one list per configured name.
 pub type Live = BTreeMap<(String, String), Secret>;
 
-/// What the run prints instead of (or besides) writing.
-#[derive(Debug, Default)]
-pub struct Printed {
+/// What writing one secret into one namespace came to.
+#[derive(Debug)]
+pub struct SecretWrite {
+    pub outcome: SecretOutcome,
+    /// `--dry-run=client`: the manifest that would be applied.
     pub manifest: Option<String>,
+    /// `--diff`: what would change.
     pub diff: Option<String>,
+    /// A kept secret's renewal time: when the daemon must look again.
+    pub due: Option<DateTime<Utc>>,
+}
+
+impl SecretWrite {
+    fn of(outcome: SecretOutcome) -> Self {
+        Self {
+            outcome,
+            manifest: None,
+            diff: None,
+            due: None,
+        }
+    }
 }
 
 pub struct Writer {
@@ -228,6 +302,8 @@ pub struct Writer {
     mode: WriteMode,
     field_manager: String,
     instance: String,
+    /// `--force`: write every target whatever its freshness.
+    force: bool,
     /// resourceVersion of what we last wrote or found up to date, by (kind, namespace, name):
     /// the daemon's watches skip the echo of their own writes.
     seen: std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), String>>,
@@ -245,8 +321,14 @@ impl Writer {
             mode,
             field_manager,
             instance,
+            force: false,
             seen: Default::default(),
         }
+    }
+
+    pub fn forced(mut self, force: bool) -> Self {
+        self.force = force;
+        self
     }
 
     /// The writer for a run: its mode, field manager and instance come from the configuration.
@@ -257,6 +339,7 @@ impl Writer {
             config.field_manager.clone(),
             config.instance.clone(),
         )
+        .forced(config.force)
     }
 
     fn remember(&self, kind: &'static str, meta: &ObjectMeta) {
@@ -314,11 +397,37 @@ impl Writer {
         namespace: &str,
         desired: &DesiredSecret,
         live: Option<&Live>,
-    ) -> (SecretOutcome, Printed) {
+    ) -> SecretWrite {
         let span = info_span!("write", namespace, secret = %desired.name);
         self.write_inner(namespace, desired, live)
             .instrument(span)
             .await
+    }
+
+    /// The live secret of that name in `namespace`: from the list read ahead, or read.
+    pub async fn live_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        live: Option<&Live>,
+    ) -> Result<Option<Secret>, WriteError> {
+        match live {
+            Some(live) => Ok(live
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned()),
+            None => Api::<Secret>::namespaced(self.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| WriteError::from_kube(namespace, name, "get", e)),
+        }
+    }
+
+    /// What `desired` needs, from the live secret alone (no write, no token).
+    pub fn verdict(&self, existing: Option<&Secret>, desired: &DesiredSecret) -> decide::Verdict {
+        match existing {
+            None => decide::Verdict::Write(vec![]),
+            Some(cur) => decide::verdict(cur, desired, &self.instance, Utc::now(), self.force),
+        }
     }
 
     async fn write_inner(
@@ -326,154 +435,168 @@ impl Writer {
         namespace: &str,
         desired: &DesiredSecret,
         live: Option<&Live>,
-    ) -> (SecretOutcome, Printed) {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let fail = |e| (SecretOutcome::Failed(e), Printed::default());
-        let existing = match live {
-            Some(live) => live
-                .get(&(namespace.to_string(), desired.name.clone()))
-                .cloned(),
-            None => match api.get_opt(&desired.name).await {
-                Ok(e) => e,
-                Err(e) => return fail(WriteError::from_kube(namespace, &desired.name, "get", e)),
-            },
+    ) -> SecretWrite {
+        let failed = |e| SecretWrite::of(SecretOutcome::Failed(e));
+        let existing = match self.live_secret(namespace, &desired.name, live).await {
+            Ok(e) => e,
+            Err(e) => return failed(e),
         };
-        let changes = match &existing {
-            None => None,
-            Some(cur) => {
-                // Ours means our label and our instance: another installation's secret is as
-                // foreign as a hand-made one.
-                let labels = cur.metadata.labels.as_ref();
-                let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-                let managed = label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
-                    && label(INSTANCE_LABEL) == Some(self.instance.as_str());
-                if !managed && !desired.adopt {
-                    return (SecretOutcome::Conflict, Printed::default());
-                }
-                let found = cur.type_.clone().unwrap_or_else(|| "Opaque".into());
-                if found != SECRET_TYPE {
-                    return fail(WriteError::WrongType {
-                        namespace: namespace.into(),
-                        secret: desired.name.clone(),
-                        found,
-                    });
-                }
-                Some(changes(cur, desired, managed, &self.instance))
+        let (ns, name) = (namespace.to_string(), desired.name.clone());
+        let (outcome, due) = match self.verdict(existing.as_ref(), desired) {
+            decide::Verdict::Foreign => return SecretWrite::of(SecretOutcome::Conflict),
+            decide::Verdict::WrongType(found) => {
+                return failed(WriteError::WrongType {
+                    namespace: ns,
+                    secret: name,
+                    found,
+                });
             }
+            decide::Verdict::Immutable => {
+                return failed(WriteError::Immutable {
+                    namespace: ns,
+                    secret: name,
+                });
+            }
+            decide::Verdict::Keep { due } => (SecretOutcome::Unchanged, due),
+            decide::Verdict::Write(_) if existing.is_none() => (SecretOutcome::Created, None),
+            decide::Verdict::Write(why) => (SecretOutcome::Updated(why), None),
         };
-        let outcome = match &changes {
-            None => SecretOutcome::Created,
-            Some(c) if c.is_empty() => SecretOutcome::Unchanged,
-            Some(c) => SecretOutcome::Updated(c.clone()),
+        let mut out = SecretWrite {
+            due,
+            ..SecretWrite::of(outcome)
         };
-        let mut printed = Printed::default();
-        match self.mode {
-            WriteMode::DryRunClient => {
-                printed.manifest =
-                    Some(manifest_yaml(&desired.to_secret(namespace, &self.instance)));
-                return (outcome, printed);
-            }
-            WriteMode::Diff => {
-                printed.diff = Some(describe(namespace, &desired.name, &outcome));
-                return (outcome, printed);
-            }
-            WriteMode::Apply | WriteMode::DryRunServer => {}
+        if self.mode == WriteMode::Diff {
+            out.diff = Some(describe(namespace, &desired.name, &out.outcome));
+            return out;
         }
-        if matches!(outcome, SecretOutcome::Unchanged) {
-            debug!("unchanged, no write");
+        // A client dry run prints what an apply would send, needed or not (when rendered).
+        if self.mode == WriteMode::DryRunClient {
+            if desired.content.is_some() {
+                out.manifest = Some(manifest_yaml(&desired.to_secret(namespace, &self.instance)));
+            }
+            return out;
+        }
+        if matches!(out.outcome, SecretOutcome::Unchanged) {
+            debug!("fresh, no write");
             if let Some(cur) = &existing {
                 self.remember("secret", &cur.metadata);
             }
-            return (outcome, printed);
+            return out;
         }
-        // Force only over a secret we saw and own: a create is not forced, so a foreign secret
-        // created since we looked makes the apply conflict (409) instead of being taken over.
+        if desired.content.is_none() {
+            // Planned from the same live secrets, so this is our bug, not the user's; say so
+            // rather than write a secret without credentials.
+            return failed(WriteError::SourceFailed {
+                secret: name,
+                sources: format!("{} (not fetched)", desired.sources.join(",")),
+            });
+        }
+        match self.apply(namespace, desired, existing.as_ref()).await {
+            Ok(()) => out,
+            Err(e) => failed(e),
+        }
+    }
+
+    /// Server-side applies the secret, then removes what other writers left on it that we
+    /// would not write: kubectl's last-applied copy (it holds the old password), our own
+    /// annotations of an older configuration, and other managers' claims on the fields.
+    async fn apply(
+        &self,
+        namespace: &str,
+        desired: &DesiredSecret,
+        existing: Option<&Secret>,
+    ) -> Result<(), WriteError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let fail = |op, e| WriteError::from_kube(namespace, &desired.name, op, e);
+        // Force only over a secret we saw and own (or adopt): a create is not forced, so a
+        // foreign secret created since we looked makes the apply conflict (409) instead of
+        // being taken over.
         let mut pp = PatchParams::apply(&self.field_manager);
         if existing.is_some() {
             pp = pp.force();
         }
         pp.dry_run = self.mode == WriteMode::DryRunServer;
-        match api
+        let written = api
             .patch(
                 &desired.name,
                 &pp,
                 &Patch::Apply(&desired.to_secret(namespace, &self.instance)),
             )
             .await
-        {
-            Ok(written) => {
-                if !pp.dry_run {
-                    self.remember("secret", &written.metadata);
-                }
-                (outcome, printed)
+            .map_err(|e| fail("patch", e))?;
+        let Some(cleanup) = self.cleanup_patch(&written, desired) else {
+            if !pp.dry_run {
+                self.remember("secret", &written.metadata);
             }
-            Err(e) => fail(WriteError::from_kube(namespace, &desired.name, "patch", e)),
-        }
-    }
-}
-
-/// What differs between the live secret and the desired one, by registry host and metadata
-/// key: never the values.
-fn changes(cur: &Secret, desired: &DesiredSecret, managed: bool, instance: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if !managed {
-        out.push("adopted".to_string());
-    }
-    let live = cur
-        .data
-        .as_ref()
-        .and_then(|d| d.get(DATA_KEY))
-        .map(|b| b.0.as_slice())
-        .unwrap_or_default();
-    if live != desired.payload.bytes() {
-        let hosts = |bytes: &[u8]| -> BTreeMap<String, serde_json::Value> {
-            serde_json::from_slice::<serde_json::Value>(bytes)
-                .ok()
-                .and_then(|v| v.get("auths").cloned())
-                .and_then(|a| serde_json::from_value(a).ok())
-                .unwrap_or_default()
+            return Ok(());
         };
-        let (old, new) = (hosts(live), hosts(desired.payload.bytes()));
-        for (h, v) in &new {
-            match old.get(h) {
-                None => out.push(format!("credentials added for {h}")),
-                Some(o) if o != v => out.push(format!("credentials changed for {h}")),
-                _ => {}
-            }
+        let pp = PatchParams {
+            dry_run: pp.dry_run,
+            field_manager: Some(self.field_manager.clone()),
+            ..Default::default()
+        };
+        let cleaned = api
+            .patch(&desired.name, &pp, &Patch::<()>::Json(cleanup))
+            .await
+            .map_err(|e| fail("patch", e))?;
+        if !pp.dry_run {
+            self.remember("secret", &cleaned.metadata);
         }
-        for h in old.keys().filter(|h| !new.contains_key(*h)) {
-            out.push(format!("credentials removed for {h}"));
-        }
-        if out.is_empty() || out == ["adopted"] {
-            out.push("credentials document rewritten".to_string());
-        }
+        Ok(())
     }
-    let empty = BTreeMap::new();
-    for (kind, live, want) in [
-        (
-            "label",
-            cur.metadata.labels.as_ref().unwrap_or(&empty),
-            desired.labels(instance),
-        ),
-        (
-            "annotation",
-            cur.metadata.annotations.as_ref().unwrap_or(&empty),
-            desired.annotations(),
-        ),
-    ] {
-        for (k, v) in &want {
-            if live.get(k) != Some(v) {
-                out.push(format!("{kind} {k}"));
-            }
+
+    /// A JSON patch, guarded by the resourceVersion just written, that takes off the traces of
+    /// other writers; `None` when there are none.
+    fn cleanup_patch(
+        &self,
+        written: &Secret,
+        desired: &DesiredSecret,
+    ) -> Option<json_patch::Patch> {
+        use json_patch::{PatchOperation, RemoveOperation, ReplaceOperation, TestOperation};
+        let meta = &written.metadata;
+        let annotations = meta.annotations.as_ref();
+        let mut stale: Vec<String> = annotations
+            .map(|a| {
+                decide::stale_annotations(a.keys(), desired)
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if annotations.is_some_and(|a| a.contains_key(LAST_APPLIED_ANNOTATION)) {
+            stale.push(LAST_APPLIED_ANNOTATION.to_string());
         }
-        if kind == "annotation"
-            && !want.contains_key(EXPIRES_ANNOTATION)
-            && live.contains_key(EXPIRES_ANNOTATION)
-        {
-            out.push(format!("annotation {EXPIRES_ANNOTATION} removed"));
+        let fields = meta.managed_fields.as_deref().unwrap_or_default();
+        let ours = |f: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+            f.manager.as_deref() == Some(self.field_manager.as_str())
+                && f.operation.as_deref() == Some("Apply")
+        };
+        let others = fields.iter().any(|f| !ours(&f));
+        if stale.is_empty() && !others {
+            return None;
         }
+        let mut ops = vec![PatchOperation::Test(TestOperation {
+            path: "/metadata/resourceVersion".parse().ok()?,
+            value: serde_json::json!(meta.resource_version),
+        })];
+        for k in stale {
+            let path = format!(
+                "/metadata/annotations/{}",
+                k.replace('~', "~0").replace('/', "~1")
+            );
+            ops.push(PatchOperation::Remove(RemoveOperation {
+                path: path.parse().ok()?,
+            }));
+        }
+        if others {
+            // Only our apply's entry stays: the fields are ours alone from now on.
+            let kept: Vec<_> = fields.iter().filter(ours).collect();
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: "/metadata/managedFields".parse().ok()?,
+                value: serde_json::to_value(kept).ok()?,
+            }));
+        }
+        Some(json_patch::Patch(ops))
     }
-    out
 }
 
 fn describe(namespace: &str, secret: &str, outcome: &SecretOutcome) -> String {
@@ -502,12 +625,19 @@ mod tests {
     use super::*;
 
     fn desired(payload: &[u8]) -> DesiredSecret {
+        let exp = DateTime::from_timestamp(1_900_000_000, 0);
         DesiredSecret {
             name: "regcred".into(),
-            payload: Payload::new(payload.to_vec()),
             sources: vec!["a".into(), "b".into()],
-            expires_at: DateTime::from_timestamp(1_900_000_000, 0),
             adopt: false,
+            fingerprint: "f".into(),
+            expires: true,
+            pinned: BTreeMap::new(),
+            content: Some(Content {
+                payload: Payload::new(payload.to_vec()),
+                expires_at: exp,
+                refresh_after: exp.map(|e| e - chrono::Duration::hours(3)),
+            }),
         }
     }
 
@@ -518,26 +648,25 @@ mod tests {
         let ann = s.metadata.annotations.unwrap();
         assert_eq!(ann[SOURCES_ANNOTATION], "a,b");
         assert_eq!(ann[EXPIRES_ANNOTATION], "2030-03-17T17:46:40Z");
+        assert_eq!(ann[REFRESH_AFTER_ANNOTATION], "2030-03-17T14:46:40Z");
+        assert_eq!(ann[FINGERPRINT_ANNOTATION], "f");
         assert_eq!(s.metadata.labels.unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
     }
 
     #[test]
-    fn changes_name_hosts_and_keys_never_values() {
-        let old = br#"{"auths":{"h1":{"auth":"x"},"gone":{"auth":"y"}}}"#;
-        let new = br#"{"auths":{"h1":{"auth":"SECRETNEW"},"h2":{"auth":"z"}}}"#;
-        let live = desired(old).to_secret("ns", "default");
-        let c = changes(&live, &desired(new), true, "default");
-        assert_eq!(
-            c,
-            [
-                "credentials changed for h1",
-                "credentials added for h2",
-                "credentials removed for gone"
-            ]
-        );
-        assert!(changes(&live, &desired(old), true, "default").is_empty());
-        let text = c.join(" ");
-        assert!(!text.contains("SECRETNEW"));
+    fn a_refusal_names_the_verb_the_server_refused() {
+        let forbidden = |message: &str| {
+            let s: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "status": "Failure", "code": 403, "reason": "Forbidden", "message": message,
+            }))
+            .unwrap();
+            kube::Error::Api(s.boxed())
+        };
+        let msg = r#"secrets "regcred" is forbidden: User "u" cannot create resource "secrets" in API group "" in the namespace "t""#;
+        let e = WriteError::from_kube("t", "regcred", "patch", forbidden(msg));
+        assert!(e.to_string().contains("grant create on secrets"), "{e}");
+        let e = WriteError::from_kube("t", "regcred", "patch", forbidden("no verb here"));
+        assert!(e.to_string().contains("grant patch on secrets"), "{e}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Checks on the parsed file, field by field. Each error names the field path
 //! (`registries[1].ecr.region`), the offending value and the fix.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::dockerconfig::registry_key;
 use crate::label_selector::{is_dns_label_body, is_label_value};
 use crate::namespaces::NamespaceFilter;
 
@@ -104,6 +106,7 @@ pub(super) fn validate(f: FileConfig) -> R<Validated> {
                 "list each registry once",
             ));
         }
+        one_source_per_host(&format!("{field}.registries"), &s.registries, &sources)?;
         secrets.push(SecretConfig {
             name: s.name,
             sources: s.registries,
@@ -378,10 +381,13 @@ fn google(field: &str, g: GoogleFile) -> R<GoogleConfig> {
     for (i, h) in g.hosts.iter().enumerate() {
         registry_host(&format!("{field}.hosts[{i}]"), h)?;
     }
-    if let Some(dup) = duplicates(g.hosts.iter().map(String::as_str)) {
+    let keys: Vec<String> = g.hosts.iter().map(|h| registry_key(h)).collect();
+    if let Some(dup) = duplicates(keys.iter().map(String::as_str)) {
         return Err(ConfigError::invalid(
             &format!("{field}.hosts"),
-            &format!("{dup:?} is listed twice"),
+            &format!(
+                "{dup:?} is listed twice (scheme, case, a trailing slash and Docker Hub's aliases name one registry)"
+            ),
             "list each host once",
         ));
     }
@@ -566,6 +572,41 @@ pub(crate) fn read_small_file(path: &Path) -> Result<String, String> {
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text)
+}
+
+/// Two sources of one secret must not yield one registry: a pull would meet two competing
+/// credentials, and one `auths` key cannot hold both. Hosts known before any fetch are
+/// checked: Google and static hosts, and ECR's when the account is configured.
+fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) -> R<()> {
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for name in names {
+        let Some(src) = sources.iter().find(|s| &s.name == name) else {
+            continue;
+        };
+        let hosts: Vec<String> = match &src.kind {
+            SourceKind::Google(g) => g.hosts.clone(),
+            SourceKind::Static(StaticConfig::Login { server, .. }) => vec![server.clone()],
+            SourceKind::Static(StaticConfig::DockerConfigJson(_)) => vec![],
+            SourceKind::Ecr(e) => e
+                .account_id
+                .iter()
+                .map(|a| format!("{a}.dkr.ecr.{}.amazonaws.com", e.region))
+                .collect(),
+        };
+        for h in hosts {
+            let key = registry_key(&h);
+            if let Some(first) = owner.insert(key.clone(), name) {
+                return Err(ConfigError::invalid(
+                    field,
+                    &format!(
+                        "registries {first:?} and {name:?} both give credentials for {key:?} (from {h:?})"
+                    ),
+                    "keep that registry host in one of them, or put the two registries in separate secrets",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn registry_host(field: &str, h: &str) -> R<()> {

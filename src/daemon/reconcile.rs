@@ -1,11 +1,15 @@
 //! The reconciler: turns triggers into writes. A full cycle resolves every target from the
 //! watch cache and writes from the cached credentials; a namespace trigger writes (or, with
 //! pruning, cleans) one namespace. Failed writes are retried on a backoff of their own. It
-//! never fetches a token: the source timers do that.
+//! never fetches a token: the source timers do that. Secrets kept because they are still
+//! fresh (written by an earlier process, or before the last token refresh) are looked at
+//! again when their own renewal time comes, and then get the cached credentials.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
@@ -32,12 +36,15 @@ pub(super) async fn reconcile_loop(
     // Writes that failed (API server away, 429, …) are retried with a full cycle on a
     // backoff of their own, independent of the token schedule.
     let mut retry: Option<(tokio::time::Instant, u32)> = None;
+    // The earliest renewal time of a kept secret.
+    let mut due: Option<DateTime<Utc>> = None;
     loop {
         let retry_at = retry.map(|(at, _)| at);
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             t = rx.recv() => match t { Some(t) => t, None => return },
             _ = sleep_until_opt(retry_at) => Trigger::All,
+            _ = sleep_until_opt(due.map(instant_of)) => Trigger::All,
         };
         // Let a burst (a token refresh and its own watch echoes) arrive, then take it whole.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -55,13 +62,19 @@ pub(super) async fn reconcile_loop(
             }
         }
         let clean = if all {
-            full_cycle(shared, &store).await
+            let (clean, next) = full_cycle(shared, &store).await;
+            due = next;
+            clean
         } else {
-            futures::stream::iter(namespaces)
+            let (clean, next) = futures::stream::iter(namespaces)
                 .map(|ns| one_namespace(shared, &store, ns))
                 .buffer_unordered(shared.config.concurrency)
-                .fold(true, |acc, ok| async move { acc && ok })
-                .await
+                .fold((true, due), |(acc, d), (ok, n)| async move {
+                    (acc && ok, d.into_iter().chain(n).min())
+                })
+                .await;
+            due = next;
+            clean
         };
         retry = if clean {
             None
@@ -81,6 +94,13 @@ pub(super) async fn reconcile_loop(
     }
 }
 
+/// The monotonic instant of a wall-clock time, at least a second ahead: a renewal time that
+/// has passed is served by the next full cycle, never by a hot loop.
+fn instant_of(at: DateTime<Utc>) -> tokio::time::Instant {
+    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::Instant::now() + wait.max(Duration::from_secs(1))
+}
+
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -93,19 +113,23 @@ fn needs_retry(report: &CycleReport) -> bool {
     report.resolve_error.is_some()
         || report.namespaces.iter().any(|ns| {
             ns.secrets.iter().any(|(_, o)| {
-                matches!(o, SecretOutcome::Failed(e) if !matches!(e, crate::writer::WriteError::SourceFailed { .. }))
+                matches!(o, SecretOutcome::Failed(e) if !matches!(e, crate::writer::WriteError::SourceFailed { .. } | crate::writer::WriteError::Immutable { .. }))
             }) || ns.service_accounts.iter().any(|(_, o)| matches!(o, SaOutcome::Failed(_)))
         })
 }
 
-/// Returns false when something failed that a retry may fix.
+/// Returns false when something failed that a retry may fix, and the next renewal time.
 async fn full_cycle(
     shared: &Shared,
     store: &Store<kube::core::PartialObjectMeta<Namespace>>,
-) -> bool {
+) -> (bool, Option<DateTime<Utc>>) {
     let _timer = CycleTimer::start(&shared.metrics.cycle_duration);
     let creds = shared.snapshot();
-    let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
+    let plan = cycle::plan(
+        &shared.config,
+        |n| creds.get(n).map(|c| c.as_ref()),
+        |_| true,
+    );
     let mut report = CycleReport::default();
     // The namespaces come from the watch cache once it holds a complete list: no list request
     // per cycle. Without it (no watch rights, or the API server away) they are listed.
@@ -156,14 +180,14 @@ async fn full_cycle(
     if all_sources && report.resolve_error.is_none() {
         shared.cycle_done.store(true, Ordering::Relaxed);
     }
-    !needs_retry(&report)
+    (!needs_retry(&report), report.next_due())
 }
 
 async fn one_namespace(
     shared: &Shared,
     store: &Store<kube::core::PartialObjectMeta<Namespace>>,
     ns: String,
-) -> bool {
+) -> (bool, Option<DateTime<Utc>>) {
     let decision = store.get(&ObjectRef::new(&ns)).map(|meta| {
         let m = &meta.metadata;
         let empty = BTreeMap::new();
@@ -177,9 +201,13 @@ async fn one_namespace(
     match decision {
         Some(Decision::Target) => {
             let creds = shared.snapshot();
-            let plan = cycle::plan(&shared.config.secrets, |n| creds.get(n).map(|c| c.as_ref()));
+            let plan = cycle::plan(
+                &shared.config,
+                |n| creds.get(n).map(|c| c.as_ref()),
+                |_| true,
+            );
             if plan.desired.is_empty() {
-                return true; // nothing fetched yet: the start-up cycle will come
+                return (true, None); // nothing fetched yet: the start-up cycle will come
             }
             let r = cycle::write_namespace(&shared.writer, &shared.config, ns, &plan, None).await;
             let report = CycleReport {
@@ -188,13 +216,13 @@ async fn one_namespace(
             };
             record(shared, &report).await;
             report.log_outcomes(shared.config.write_mode, false);
-            !needs_retry(&report)
+            (!needs_retry(&report), report.next_due())
         }
         Some(_) if shared.config.daemon.prune => {
             prune(shared, |n, _| n == ns).await;
-            true
+            (true, None)
         }
-        _ => true,
+        _ => (true, None),
     }
 }
 

@@ -117,6 +117,7 @@ mod tests {
                         source: "s".into(),
                         entries: vec![RegistryCredential::new("h", "u", "p")],
                         expires_at: Some(now + chrono::Duration::seconds(life)),
+                        issued_at: now,
                     }),
                     Err(()) => Err(ProviderError::Timeout {
                         source_name: "s".into(),

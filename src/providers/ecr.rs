@@ -119,6 +119,7 @@ pub fn credentials_from(
             email: None,
         }],
         expires_at,
+        issued_at: chrono::Utc::now(),
     })
 }
 

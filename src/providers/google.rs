@@ -4,12 +4,16 @@
 //!
 //! The token's real expiry is kept: the GKE metadata server hands out cached tokens that may
 //! have only minutes left.
+//!
+//! Every fetch builds its gcp_auth provider anew. gcp_auth caches a token inside each provider
+//! object and hands it back until 20 s before it expires, so a kept object would answer a
+//! refresh at our margin with the very token being replaced; and a new object re-reads the key
+//! file, so a rotated key works without a restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use gcp_auth::{CustomServiceAccount, TokenProvider};
-use tokio::sync::OnceCell;
 
 use super::ProviderError;
 use crate::config::GoogleConfig;
@@ -22,9 +26,6 @@ pub struct GoogleProvider {
     name: String,
     hosts: Vec<String>,
     key_file: Option<PathBuf>,
-    // Built on first use: the default chain probes the metadata server, which takes seconds
-    // off GCP, and a failure there is a fetch failure to retry, not a start-up failure.
-    auth: OnceCell<Arc<dyn TokenProvider>>,
 }
 
 impl GoogleProvider {
@@ -33,7 +34,6 @@ impl GoogleProvider {
             name: name.to_string(),
             hosts: cfg.hosts.clone(),
             key_file: cfg.key_file.clone(),
-            auth: OnceCell::new(),
         }
     }
 
@@ -41,18 +41,16 @@ impl GoogleProvider {
         &self.name
     }
 
-    async fn auth(&self) -> Result<&Arc<dyn TokenProvider>, gcp_auth::Error> {
-        self.auth
-            .get_or_try_init(|| async {
-                match &self.key_file {
-                    Some(path) => {
-                        Ok(Arc::new(CustomServiceAccount::from_file(path)?)
-                            as Arc<dyn TokenProvider>)
-                    }
-                    None => gcp_auth::provider().await,
-                }
-            })
-            .await
+    /// A provider of its own for this fetch (see the module comment). The default chain
+    /// probes the metadata server, which takes seconds off GCP; a failure there is a fetch
+    /// failure to retry, not a start-up failure.
+    async fn auth(&self) -> Result<Arc<dyn TokenProvider>, gcp_auth::Error> {
+        match &self.key_file {
+            Some(path) => {
+                Ok(Arc::new(CustomServiceAccount::from_file(path)?) as Arc<dyn TokenProvider>)
+            }
+            None => gcp_auth::provider().await,
+        }
     }
 
     pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
@@ -75,6 +73,7 @@ impl GoogleProvider {
                 .map(|h| RegistryCredential::new(h.clone(), USERNAME, token.as_str()))
                 .collect(),
             expires_at: Some(token.expires_at()),
+            issued_at: chrono::Utc::now(),
         })
     }
 }

@@ -43,6 +43,13 @@ pub enum ProviderError {
         what: String,
         message: String,
     },
+    #[error(
+        "source {source_name}: the credential arrived already expired (expires at {expires_at}); fix: check the clock of this machine and of the provider"
+    )]
+    ExpiredOnArrival {
+        source_name: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     #[error("source {source_name}: {what}: {source}")]
     StaticParse {
         source_name: String,
@@ -60,6 +67,7 @@ impl ProviderError {
             Self::EcrCall { .. } => "ecr_call",
             Self::EcrResponse { .. } => "ecr_response",
             Self::Google { .. } => "google",
+            Self::ExpiredOnArrival { .. } => "expired_on_arrival",
             Self::StaticRead { .. } => "static_read",
             Self::StaticParse { .. } => "static_parse",
         }
@@ -109,9 +117,12 @@ impl Provider {
         }
     }
 
-    /// Fetches fresh credentials, bounded by `timeout` whatever the SDK underneath does.
+    /// Fetches fresh credentials, bounded by `timeout` whatever the SDK underneath does. A
+    /// credential that has already expired when it arrives is a failure, not a success: it
+    /// would be written only to fail every pull.
     pub async fn fetch(&self, timeout: Duration) -> Result<Credentials, ProviderError> {
         let span = info_span!("fetch", source = self.name(), kind = self.kind());
+        let started = chrono::Utc::now();
         let work = async {
             match self {
                 Self::Ecr(p) => p.fetch().await,
@@ -119,13 +130,28 @@ impl Provider {
                 Self::Static(p) => p.fetch(),
             }
         };
-        tokio::time::timeout(timeout, work.instrument(span))
+        let mut creds = tokio::time::timeout(timeout, work.instrument(span))
             .await
             .unwrap_or_else(|_| {
                 Err(ProviderError::Timeout {
                     source_name: self.name().to_string(),
                     after: timeout,
                 })
-            })
+            })?;
+        // The lifetime counts from before the request: a slow answer never looks fresher.
+        creds.issued_at = started;
+        match creds.expires_at {
+            Some(expires_at) if expires_at <= chrono::Utc::now() => {
+                Err(ProviderError::ExpiredOnArrival {
+                    source_name: self.name().to_string(),
+                    expires_at,
+                })
+            }
+            _ => Ok(creds),
+        }
+    }
+
+    pub fn is_static(&self) -> bool {
+        matches!(self, Self::Static(_))
     }
 }

@@ -55,6 +55,7 @@ impl StaticProvider {
             source: self.name.clone(),
             entries,
             expires_at: None,
+            issued_at: chrono::Utc::now(),
         })
     }
 

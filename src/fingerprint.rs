@@ -1,0 +1,144 @@
+//! What a secret is made of, short of the secret values: its sources in order and each
+//! source's settings (region, role, hosts, server, username field). Written into an annotation
+//! so a later run can tell "same recipe, fresher token not yet needed" from "the configuration
+//! changed" without fetching a token. Pure; never sees a password or token.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{SecretConfig, SourceConfig, SourceKind, StaticConfig, ValueFrom};
+
+/// Bumped when the recipe's text changes shape, so an upgrade rewrites every secret once.
+const VERSION: &str = "v1";
+
+/// The fingerprint of one configured secret, as 32 hex characters.
+pub fn of_secret(secret: &SecretConfig, sources: &[SourceConfig]) -> String {
+    let mut recipe = format!("{VERSION}\n");
+    for name in &secret.sources {
+        recipe.push_str(name);
+        recipe.push('\t');
+        match sources.iter().find(|s| &s.name == name).map(|s| &s.kind) {
+            Some(kind) => recipe.push_str(&describe(kind)),
+            None => recipe.push_str("undefined"),
+        }
+        recipe.push('\n');
+    }
+    let digest = Sha256::digest(recipe.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True when a secret holds credentials that expire, so its renewal time matters.
+pub fn expires(secret: &SecretConfig, sources: &[SourceConfig]) -> bool {
+    secret.sources.iter().any(|n| {
+        sources
+            .iter()
+            .any(|s| &s.name == n && !matches!(s.kind, SourceKind::Static(_)))
+    })
+}
+
+fn describe(kind: &SourceKind) -> String {
+    match kind {
+        SourceKind::Ecr(e) => {
+            let role = e.assume_role.as_ref();
+            format!(
+                "ecr region={} account={} role={} external-id={}",
+                e.region,
+                e.account_id.as_deref().unwrap_or("-"),
+                role.map_or("-", |r| r.role_arn.as_str()),
+                // Whether one is set, never its value.
+                role.is_some_and(|r| r.external_id.is_some()),
+            )
+        }
+        SourceKind::Google(g) => format!(
+            "google hosts={} key={}",
+            g.hosts.join(","),
+            g.key_file.is_some()
+        ),
+        SourceKind::Static(StaticConfig::Login {
+            server,
+            username,
+            email,
+            ..
+        }) => format!(
+            "static server={server} username={} email={}",
+            value_from(username),
+            email.as_deref().unwrap_or("-")
+        ),
+        SourceKind::Static(StaticConfig::DockerConfigJson(from)) => {
+            format!("static dockerconfigjson={}", value_from(from))
+        }
+    }
+}
+
+/// Where a value comes from; a literal username is part of the recipe, a file or variable is
+/// named (its content is compared by value when the secret is assessed).
+fn value_from(v: &ValueFrom) -> String {
+    match v {
+        ValueFrom::Literal(s) => format!("literal:{s}"),
+        ValueFrom::File(p) => format!("file:{}", p.display()),
+        ValueFrom::Env(n) => format!("env:{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EcrConfig, GoogleConfig};
+
+    fn ecr(name: &str, region: &str) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            kind: SourceKind::Ecr(EcrConfig {
+                region: region.into(),
+                account_id: None,
+                assume_role: None,
+            }),
+        }
+    }
+
+    fn google(name: &str, hosts: &[&str]) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            kind: SourceKind::Google(GoogleConfig {
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                key_file: None,
+            }),
+        }
+    }
+
+    fn secret(sources: &[&str]) -> SecretConfig {
+        SecretConfig {
+            name: "regcred".into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            adopt: false,
+        }
+    }
+
+    #[test]
+    fn same_recipe_same_fingerprint_and_any_change_shows() {
+        let srcs = [ecr("a", "us-east-1"), google("g", &["gcr.io"])];
+        let fp = of_secret(&secret(&["a", "g"]), &srcs);
+        assert_eq!(fp.len(), 32);
+        assert_eq!(fp, of_secret(&secret(&["a", "g"]), &srcs));
+        assert_ne!(fp, of_secret(&secret(&["g", "a"]), &srcs), "order");
+        assert_ne!(fp, of_secret(&secret(&["a"]), &srcs), "a source less");
+        let moved = [ecr("a", "eu-west-1"), google("g", &["gcr.io"])];
+        assert_ne!(fp, of_secret(&secret(&["a", "g"]), &moved), "region");
+        let more = [ecr("a", "us-east-1"), google("g", &["gcr.io", "eu.gcr.io"])];
+        assert_ne!(fp, of_secret(&secret(&["a", "g"]), &more), "hosts");
+    }
+
+    #[test]
+    fn only_token_sources_expire() {
+        let srcs = [
+            ecr("a", "us-east-1"),
+            SourceConfig {
+                name: "s".into(),
+                kind: SourceKind::Static(StaticConfig::DockerConfigJson(ValueFrom::Env(
+                    "X".into(),
+                ))),
+            },
+        ];
+        assert!(expires(&secret(&["a", "s"]), &srcs));
+        assert!(!expires(&secret(&["s"]), &srcs));
+    }
+}
