@@ -13,8 +13,12 @@ for ns in team-a team-b team-c; do kubectl create namespace "$ns" >/dev/null; do
 kubectl annotate namespace team-c regcred-refresher.io/skip=true >/dev/null
 kubectl get namespaces -o custom-columns=NAME:.metadata.name,SKIP:'.metadata.annotations.regcred-refresher\.io/skip'
 
-step "the default ServiceAccounts (a real cluster's controller-manager creates them)"
-for ns in team-a team-b; do kubectl -n "$ns" create serviceaccount default >/dev/null; done
+step "the default ServiceAccounts (the world's controller-manager creates them, as in a cluster)"
+for ns in team-a team-b; do
+  for _ in $(seq 50); do kubectl -n "$ns" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
+  kubectl -n "$ns" get serviceaccount default >/dev/null 2>&1 || kubectl -n "$ns" create serviceaccount default >/dev/null
+done
+kubectl get serviceaccount -A --field-selector metadata.name=default | grep team-
 
 printf 'demo-robot-password' >"$work/quay-password"
 cat >"$work/config.yaml" <<YAML
@@ -46,5 +50,10 @@ kubectl -n team-a get secret regcred -o jsonpath='{.metadata.annotations}' | jq 
 step "team-a's default ServiceAccount now references it"
 kubectl -n team-a get serviceaccount default -o jsonpath='{.imagePullSecrets}'; echo
 
-step "a second run changes nothing"
-"$bin" --once --config "$work/config.yaml" --log-level warn && echo "exit 0, no writes"
+step "a second run (a CronJob's next one): every secret is fresh, so no token call and no write"
+"$bin" --once --config "$work/config.yaml" 2>&1 | grep -E "not fetched|cycle finished"
+kubectl -n team-a get secret regcred -o jsonpath='{.metadata.annotations.regcred-refresher\.io/refresh-after}'
+echo "  <- the next run that finds this time passed renews the token (ECR's 12 h, with a quarter left)"
+
+step "--force refreshes anyway: one ECR token call for every namespace"
+"$bin" --once --force --config "$work/config.yaml" 2>&1 | grep -E "source ok|cycle finished"

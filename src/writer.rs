@@ -91,13 +91,16 @@ pub struct Content {
 impl DesiredSecret {
     fn annotation_keys(&self) -> BTreeSet<&'static str> {
         let mut k = BTreeSet::from([SOURCES_ANNOTATION, FINGERPRINT_ANNOTATION]);
-        if let Some(c) = &self.content {
-            if c.expires_at.is_some() {
-                k.insert(EXPIRES_ANNOTATION);
-            }
-            if c.refresh_after.is_some() {
-                k.insert(REFRESH_AFTER_ANNOTATION);
-            }
+        // Without content (tokens not fetched) the recipe says whether they expire.
+        let (expires, renews) = match &self.content {
+            Some(c) => (c.expires_at.is_some(), c.refresh_after.is_some()),
+            None => (self.expires, self.expires),
+        };
+        if expires {
+            k.insert(EXPIRES_ANNOTATION);
+        }
+        if renews {
+            k.insert(REFRESH_AFTER_ANNOTATION);
         }
         k
     }

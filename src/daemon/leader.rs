@@ -1,8 +1,18 @@
 //! Leader election on a coordination.k8s.io Lease (kube-lease-manager): only the holder
 //! fetches and writes. Losing the lease stops the work at once; shutdown releases it so a
 //! follower takes over without waiting for it to expire.
+//!
+//! kube-lease-manager reports a loss only when it sees another holder: while its renewals
+//! fail (the API server away, this process starved of CPU) it keeps saying "leader". So the
+//! work also runs behind a fence of our own: it starts only once the Lease itself shows our
+//! renewal, and stops when the last renewal we saw is older than the lease duration less a
+//! fifth, before a follower may take the Lease over.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use std::sync::atomic::Ordering;
 
 use kube_lease_manager::LeaseManagerBuilder;
@@ -29,6 +39,12 @@ pub async fn run_as_leader(
         .await
         .map_err(|e| DaemonError::Lease(e.to_string()))?;
     let (mut rx, handle) = manager.watch().await;
+    let fence = Fence {
+        api: Api::namespaced(shared.client.clone(), &lease.lease_namespace),
+        name: lease.lease_name.clone(),
+        identity: lease.identity.clone(),
+        duration: lease.lease_duration,
+    };
     info!(lease = %lease.lease_name, namespace = %lease.lease_namespace, identity = %lease.identity, "waiting for the lease");
     let result = loop {
         if !wait_for(&mut rx, true, &cancel).await {
@@ -36,12 +52,22 @@ pub async fn run_as_leader(
         }
         info!(identity = %lease.identity, "acquired the lease; refreshing");
         shared.standby.store(false, Ordering::Relaxed);
+        let Some(valid_until) = confirmed(&fence, &mut rx, &cancel).await else {
+            if cancel.is_cancelled() {
+                break Ok(());
+            }
+            continue;
+        };
         shared.metrics.leader.set(1);
         let term = cancel.child_token();
         let mut task = tokio::spawn(work(shared.clone(), term.clone()));
         let lost = tokio::select! {
             _ = &mut task => None,
             still = wait_for(&mut rx, false, &cancel) => Some(still),
+            _ = fence.hold(valid_until) => {
+                warn!(identity = %lease.identity, "lease renewal not confirmed in time; stopping writes before another replica may take over");
+                Some(true)
+            }
         };
         match lost {
             // Never write without the lease: stop mid-batch.
@@ -71,6 +97,80 @@ pub async fn run_as_leader(
         Err(e) => warn!(error = %e, "lease task failed"),
     }
     result
+}
+
+/// Our own reading of the Lease: whether it shows this process as the holder, renewed
+/// recently enough to write.
+struct Fence {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl Fence {
+    /// How far ahead of a lease's expiry writing stops: a fifth of its duration.
+    fn margin(&self) -> Duration {
+        self.duration / 5
+    }
+
+    /// Until when writing is safe, from the Lease as stored; `None` when it does not show us
+    /// as the holder with a renewal that has not yet run out.
+    fn valid_until(&self, lease: Lease) -> Option<tokio::time::Instant> {
+        let spec = lease.spec?;
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return None;
+        }
+        let renewed_ms = spec.renew_time?.0.as_millisecond();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let until_ms = renewed_ms + (self.duration - self.margin()).as_millis() as i64;
+        let left = Duration::from_millis(u64::try_from(until_ms - now_ms).ok()?);
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    async fn check(&self) -> Option<tokio::time::Instant> {
+        self.valid_until(self.api.get(&self.name).await.ok()?)
+    }
+
+    /// Resolves once no renewal has been confirmed in time (`valid_until` moves forward with
+    /// each one seen), or the Lease shows another holder.
+    async fn hold(&self, mut valid_until: tokio::time::Instant) {
+        let poll = self.margin().max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(valid_until) => return,
+                _ = tokio::time::sleep(poll) => {}
+            }
+            // Unreachable: keep the last confirmed time; the deadline decides.
+            if let Ok(lease) = self.api.get(&self.name).await {
+                match self.valid_until(lease) {
+                    Some(until) => valid_until = until,
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the Lease confirms what the manager says; `None` when leadership went away or
+/// the daemon is stopping first.
+async fn confirmed(
+    fence: &Fence,
+    rx: &mut watch::Receiver<bool>,
+    cancel: &CancellationToken,
+) -> Option<tokio::time::Instant> {
+    loop {
+        if !*rx.borrow() || cancel.is_cancelled() {
+            return None;
+        }
+        if let Some(until) = fence.check().await {
+            return Some(until);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Waits until leadership equals `want`; false when cancelled (or the lease task is gone).

@@ -199,6 +199,20 @@ mod tests {
     }
 
     #[test]
+    fn without_fetched_tokens_a_fresh_secret_is_kept() {
+        let mut d = desired(NEW, Some(t(13)));
+        d.content = None;
+        assert_eq!(
+            verdict(&live(), &d, "default", t(1), false),
+            Verdict::Keep { due: Some(t(9)) }
+        );
+        assert!(matches!(
+            verdict(&live(), &d, "default", t(10), false),
+            Verdict::Write(w) if w == [DUE]
+        ));
+    }
+
+    #[test]
     fn at_the_margin_it_is_written() {
         let v = verdict(&live(), &desired(NEW, Some(t(21))), "default", t(9), false);
         assert_eq!(v, Verdict::Write(vec![DUE.to_string()]));

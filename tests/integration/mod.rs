@@ -6,6 +6,7 @@ mod faults_provider;
 mod faults_proxy;
 mod google;
 mod hygiene;
+mod lifecycle;
 mod link;
 mod once_ecr;
 mod once_static;
