@@ -113,3 +113,10 @@ fuzz:
 	  cargo $$tc fuzz run -s none -a $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
 	done
+
+# A time-compressed day (not part of `make test`): writes and token calls per namespace per day
+# for the daemon and an hourly CronJob, tokens shortened 1,800× (README → Performance).
+.PHONY: day
+day: test-deps
+	$(CARGO_TEST_BUILD)
+	$(WORLD) run -- cargo test --test tests compressed_day -- --ignored --nocapture

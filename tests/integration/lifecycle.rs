@@ -714,3 +714,111 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
         d.logs()
     );
 }
+
+/// Writes and token calls per namespace per day at the default margin (0.25), time-compressed
+/// 1,800×: ECR's 12 h tokens live 24 s, Google's 1 h tokens 2 s, a day is 48 s. Two days for
+/// the daemon, then two for an hourly CronJob (`--once` every 2 s). Prints JSON; run with
+/// `make day` (README → Performance).
+#[tokio::test]
+#[ignore = "a 4-minute measurement: make day"]
+async fn a_compressed_day_of_writes_and_token_calls() {
+    const SPEED: f64 = 1800.0;
+    const DAYS: f64 = 2.0;
+    let day = Duration::from_secs_f64(24.0 * 3600.0 / SPEED);
+    let s = Scratch::new().await;
+    let p = unique("day");
+    let namespaces = 3;
+    for _ in 0..namespaces {
+        s.namespace(&p, &[], &[]).await;
+    }
+    let mut out = serde_json::Map::new();
+    for mode in ["daemon", "hourly-cronjob"] {
+        let ecr = ecr_proxy(Some((12.0 * 3600.0 / SPEED) as i64)).await;
+        let google = FaultProxy::http(
+            &env("REGCRED_TEST_GOOGLE_FIXTURE_URL"),
+            json!([{"method": "POST", "path": "^/token", "json_set": [[["expires_in"], (3600.0 / SPEED) as i64]]}]),
+        )
+        .await;
+        let key = google_key_via(&s, &google.url()).await;
+        let cfg = s.file(
+            &unique("day.yaml"),
+            &format!(
+                "registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\n  - name: gar\n    google: {{ hosts: [us-docker.pkg.dev], keyFile: {key:?} }}\nsecrets:\n  - name: {mode}-ecr\n    registries: [ecr]\n  - name: {mode}-gar\n    registries: [gar]\nnamespaces:\n  include: [\"{p}-*\"]\n"
+            ),
+        );
+        let api: Api<Secret> = Api::all(s.client.clone());
+        let versions = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::<(
+            String,
+            String,
+        )>::new()));
+        let seen = versions.clone();
+        let prefix = format!("{mode}-");
+        let watch = tokio::spawn(async move {
+            let wc =
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=regcred-refresher");
+            let mut stream = watcher(api, wc).boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = ev {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    if name.starts_with(&prefix) {
+                        seen.lock().unwrap().insert((name, rv(&o)));
+                    }
+                }
+            }
+        });
+        let url = ecr.url();
+        let envs = [("AWS_ENDPOINT_URL", url.as_str())];
+        let c = cfg.to_str().unwrap();
+        let started = tokio::time::Instant::now();
+        let total = day.mul_f64(DAYS);
+        if mode == "daemon" {
+            let _d =
+                DaemonProc::start(&s, &["--config", c, "--min-refresh-interval", "1"], &envs).await;
+            tokio::time::sleep(total.saturating_sub(started.elapsed())).await;
+        } else {
+            let hour = day / 24;
+            while started.elapsed() < total {
+                let next = tokio::time::Instant::now() + hour;
+                run_bin(&["--once", "--config", c], &envs).await;
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        watch.abort();
+        let v = versions.lock().unwrap().clone();
+        let writes = |suffix: &str| {
+            v.iter().filter(|(n, _)| n.ends_with(suffix)).count() as f64 / namespaces as f64 / DAYS
+        };
+        out.insert(
+            mode.into(),
+            json!({
+                "ecr": {"writes_per_namespace_per_day": writes("-ecr"),
+                        "token_calls_per_day": ecr_calls(&ecr).await as f64 / DAYS},
+                "google": {"writes_per_namespace_per_day": writes("-gar"),
+                           "token_calls_per_day": google_calls(&google).await as f64 / DAYS},
+            }),
+        );
+    }
+    out.insert(
+        "kubectl-cronjob-hourly".into(),
+        json!({"ecr": {"writes_per_namespace_per_day": 24, "token_calls_per_day": 24 * namespaces}}),
+    );
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    // The floor the token lifetimes allow: ECR 24 h / 9 h = 2.7, Google 24 h / 45 min = 32
+    // (plus the first write of the run).
+    let d = &out["daemon"];
+    assert!(
+        d["ecr"]["writes_per_namespace_per_day"].as_f64().unwrap() <= 4.0,
+        "{d}"
+    );
+    assert!(
+        d["google"]["writes_per_namespace_per_day"]
+            .as_f64()
+            .unwrap()
+            <= 40.0,
+        "{d}"
+    );
+    assert!(
+        d["ecr"]["token_calls_per_day"].as_f64().unwrap() <= 4.0,
+        "{d}"
+    );
+}
