@@ -23,6 +23,9 @@ use crate::writer::{
 };
 use crate::{dockerconfig, fingerprint};
 
+/// What the API server takes as a Secret's data, in bytes.
+const SECRET_DATA_LIMIT: usize = 1 << 20;
+
 /// The secrets to write this time, and those held back because a source is unavailable.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -84,6 +87,21 @@ pub fn plan<'a>(
             };
             Ok((pinned, content))
         })();
+        let too_big = rendered.as_ref().ok().and_then(|(_, c)| {
+            let len = c.as_ref()?.payload.bytes().len();
+            (len > SECRET_DATA_LIMIT).then_some(len)
+        });
+        if let Some(len) = too_big {
+            warn!(secret = %s.name, bytes = len, "rendered secret too large");
+            p.blocked.push((
+                s.name.clone(),
+                format!(
+                    "{} (the .dockerconfigjson is {len} bytes, more than the 1 MiB a Secret holds; fix: split the registries over several secrets)",
+                    s.sources.join(",")
+                ),
+            ));
+            continue;
+        }
         match rendered {
             Ok((pinned, content)) => p.desired.push(DesiredSecret {
                 name: s.name.clone(),

@@ -23,9 +23,17 @@ pub enum ClientError {
 
 pub const RETRIES: u32 = 3;
 
+/// Sent on every request, so an API server's audit log and priority-and-fairness rules can
+/// tell this refresher from other clients.
+pub const USER_AGENT: &str = concat!("regcred-refresher/", env!("CARGO_PKG_VERSION"));
+
 pub async fn client() -> Result<kube::Client, ClientError> {
     let mut config = kube::Config::infer().await?;
     config.default_retry = false;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     let policy = RetryPolicy::new(
         Duration::from_millis(200),
         Duration::from_secs(5),

@@ -47,18 +47,30 @@ impl NamespaceFilter {
         selector: Option<&str>,
     ) -> Result<Self, FilterError> {
         let patterns = |field: &str, list: &[String]| {
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Pattern::new(p).map_err(|e| FilterError {
-                        field: format!("namespaces.{field}[{i}]"),
-                        problem: format!("{p:?} is not a valid glob: {}", e.msg),
-                        fix: "use a namespace name or a glob with * and ? (e.g. team-*)".into(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let at = || format!("namespaces.{field}[{i}]");
+                for one in expand_braces(p).map_err(|problem| FilterError {
+                    field: at(),
+                    problem: format!("{p:?}: {problem}"),
+                    fix: "use one level of braces (team-{a,b}-*) or list the patterns separately"
+                        .into(),
+                })? {
+                    out.push(Pattern::new(&one).map_err(|e| {
+                        FilterError {
+                            field: at(),
+                            problem: format!("{p:?} is not a valid glob: {}", e.msg),
+                            fix: "use a namespace name or a glob with *, ? and {a,b} (e.g. team-*)"
+                                .into(),
+                        }
+                    })?);
+                }
+            }
+            Ok::<_, FilterError>(out)
         };
+        // kubectl reads an empty selector as "every namespace".
         let selector = selector
+            .filter(|s| !s.trim().is_empty())
             .map(|s| {
                 label_selector::parse(s).map_err(|e| FilterError {
                     field: "namespaces.selector".into(),
@@ -100,7 +112,10 @@ impl NamespaceFilter {
             Decision::Excluded
         } else if self.selector.as_ref().is_some_and(|s| !s.matches(labels)) {
             Decision::SelectorMismatch
-        } else if annotations.get(SKIP_ANNOTATION).map(String::as_str) == Some("true") {
+        } else if annotations
+            .get(SKIP_ANNOTATION)
+            .is_some_and(|v| opts_out(name, v))
+        {
             Decision::OptedOut
         } else if terminating {
             Decision::Terminating
@@ -108,6 +123,51 @@ impl NamespaceFilter {
             Decision::Target
         }
     }
+}
+
+/// The opt-out annotation's value: `true`, `yes`, `1`, `on` (any case) opt out; `false`, `no`,
+/// `0`, `off` do not; anything else does not either, and says so in the log.
+fn opts_out(namespace: &str, value: &str) -> bool {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => true,
+        "false" | "no" | "0" | "off" | "" => false,
+        _ => {
+            tracing::warn!(
+                namespace,
+                value,
+                annotation = SKIP_ANNOTATION,
+                "opt-out annotation not understood, so the namespace stays a target; use \"true\" or \"false\""
+            );
+            false
+        }
+    }
+}
+
+/// Shell-style brace groups, one level deep: `g-{a,b}*` is `g-a*` and `g-b*` (the glob crate
+/// matches `{` literally, which would silently match nothing).
+fn expand_braces(p: &str) -> Result<Vec<String>, String> {
+    let Some(open) = p.find('{') else {
+        return if p.contains('}') {
+            Err("a '}' without its '{'".into())
+        } else {
+            Ok(vec![p.to_string()])
+        };
+    };
+    let close = p[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| "a '{' without its '}'".to_string())?;
+    let inner = &p[open + 1..close];
+    if inner.contains('{') {
+        return Err("brace groups cannot nest".into());
+    }
+    let mut out = Vec::new();
+    for tail in expand_braces(&p[close + 1..])? {
+        for alt in inner.split(',') {
+            out.push(format!("{}{alt}{tail}", &p[..open]));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default)]
@@ -296,6 +356,35 @@ mod tests {
             ),
             Decision::Target
         );
+    }
+
+    #[test]
+    fn braces_expand_an_empty_selector_is_everything_and_opt_out_reads_yes() {
+        assert_eq!(
+            expand_braces("g-{a,b}-{x,y}*").unwrap(),
+            ["g-a-x*", "g-b-x*", "g-a-y*", "g-b-y*"]
+        );
+        assert!(expand_braces("g-{a,{b}}").is_err());
+        assert!(expand_braces("g-{a").is_err());
+        assert!(expand_braces("g-a}").is_err());
+        let f = filter(&["g-{a,b}*"], &[], Some("  "));
+        let none = BTreeMap::new();
+        assert_eq!(f.decide("g-b1", &none, &none, false), Decision::Target);
+        assert_eq!(f.decide("g-c1", &none, &none, false), Decision::NotIncluded);
+        for (v, out) in [
+            ("True", true),
+            ("yes", true),
+            ("1", true),
+            ("no", false),
+            ("maybe", false),
+        ] {
+            let ann = BTreeMap::from([(SKIP_ANNOTATION.to_string(), v.to_string())]);
+            assert_eq!(
+                f.decide("g-a", &none, &ann, false) == Decision::OptedOut,
+                out,
+                "{v}"
+            );
+        }
     }
 
     #[test]

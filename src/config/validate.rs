@@ -494,12 +494,34 @@ fn static_(field: &str, s: StaticFile) -> R<StaticConfig> {
             "set passwordFile (a mounted Secret) or passwordEnv; a password is never taken from the config or argv",
         )
     })?;
+    credential_value(&format!("{field}.username"), &username)?;
+    credential_value(&format!("{field}.password"), &password)?;
     Ok(StaticConfig::Login {
         server,
         username,
         password,
         email: s.email,
     })
+}
+
+/// A username or password as it will be read at each fetch: present, not blank, small enough
+/// for a Secret. Read once here so a bad value stops the start, not every cycle.
+fn credential_value(field: &str, from: &ValueFrom) -> R<()> {
+    let raw = zeroize::Zeroizing::new(match from {
+        ValueFrom::Literal(v) => v.clone(),
+        ValueFrom::File(p) => read_small_file(p)
+            .map_err(|e| ConfigError::invalid(field, &e, "fix the path or the mount"))?,
+        ValueFrom::Env(var) => std::env::var(var).unwrap_or_default(),
+    });
+    crate::providers::static_creds::clean_value(&raw)
+        .map(|_| ())
+        .map_err(|problem| {
+            ConfigError::invalid(
+                field,
+                &problem,
+                "put the credential itself in the file or variable (one trailing newline and a byte-order mark are ignored)",
+            )
+        })
 }
 
 fn one_of(

@@ -75,13 +75,35 @@ impl StaticProvider {
                 std::env::var(var).map_err(|e| fail(format!("environment variable {var}: {e}")))?
             }
         });
-        // Files written with `echo` end in a newline that is not part of the secret.
-        let value = value.strip_suffix('\n').unwrap_or(value.as_str());
-        let value = value.strip_suffix('\r').unwrap_or(value);
-        if value.is_empty() {
-            return Err(fail("it is empty".into()));
-        }
-        Ok(Zeroizing::new(value.to_string()))
+        Ok(Zeroizing::new(
+            clean_value(&value).map_err(fail)?.to_string(),
+        ))
+    }
+}
+
+/// The largest username or password we take: a pull secret holds it twice (as the password
+/// and inside the base64 `auth`), and a whole Secret holds at most 1 MiB.
+pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+
+/// A credential as a file or variable holds it, cleaned the way people expect: a UTF-8
+/// byte-order mark (Windows editors) and one trailing newline (`echo`) are not part of it;
+/// an empty or whitespace-only value, or one too large for a Secret, is refused. The message
+/// never quotes the value.
+pub fn clean_value(raw: &str) -> Result<&str, String> {
+    let v = raw.strip_prefix('\u{feff}').unwrap_or(raw);
+    let v = v.strip_suffix('\n').unwrap_or(v);
+    let v = v.strip_suffix('\r').unwrap_or(v);
+    if v.is_empty() {
+        Err("it is empty".into())
+    } else if v.trim().is_empty() {
+        Err("it holds only whitespace".into())
+    } else if v.len() > MAX_VALUE_BYTES {
+        Err(format!(
+            "it is {} bytes; a Secret holds it twice within 1 MiB, so at most {MAX_VALUE_BYTES} bytes fit",
+            v.len()
+        ))
+    } else {
+        Ok(v)
     }
 }
 
@@ -90,6 +112,24 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn values_lose_a_bom_and_one_newline_and_must_hold_something() {
+        assert_eq!(clean_value("\u{feff}pa ss\r\n"), Ok("pa ss"));
+        assert_eq!(clean_value("x\n\n"), Ok("x\n"));
+        assert_eq!(clean_value("\n"), Err("it is empty".into()));
+        assert_eq!(
+            clean_value(" \t \n"),
+            Err("it holds only whitespace".into())
+        );
+        let big = "a".repeat(MAX_VALUE_BYTES + 1);
+        let e = clean_value(&big).unwrap_err();
+        assert!(
+            e.contains("at most 262144 bytes") && !e.contains("aaaa"),
+            "{e}"
+        );
+        assert!(clean_value(&big[1..]).is_ok());
+    }
 
     #[test]
     fn reads_files_each_time_and_trims_one_newline() {

@@ -132,12 +132,16 @@ async fn sources_merge_into_one_secret_and_nothing_leaks_at_trace_level() {
 async fn a_failed_source_leaves_the_last_good_secret() {
     let s = Scratch::new().await;
     let ns = s.namespace("keep", &[], &[]).await;
-    let pass = s.file("p", "first-password");
+    let doc = format!(
+        r#"{{"auths":{{"quay.io":{{"username":"bot","password":"first-password","auth":"{}"}}}}}}"#,
+        b64("bot:first-password")
+    );
+    let file = s.file("dcj", &doc);
     let cfg = s.file(
         "c.yaml",
         &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {{ include: [{ns}] }}\n",
-            pass.display()
+            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {{ include: [{ns}] }}\n",
+            file.display()
         ),
     );
     assert_eq!(
@@ -147,7 +151,9 @@ async fn a_failed_source_leaves_the_last_good_secret() {
         0
     );
     let before = s.secret(&ns, "regcred").await.unwrap();
-    std::fs::write(&pass, "").unwrap();
+    // The mounted document is replaced by something that is not one: a failure only a fetch
+    // can see (an empty or blank password is refused at start, exit 2).
+    std::fs::write(&file, "{ not json").unwrap();
     let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("source quay"), "{}", r.stderr);
