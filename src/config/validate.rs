@@ -632,6 +632,16 @@ fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) 
 }
 
 fn registry_host(field: &str, h: &str) -> R<()> {
+    // Docker Hub serves pulls from this host, but the kubelet matches Docker Hub images only
+    // to docker.io, index.docker.io or https://index.docker.io/v1/: a secret keyed on it is
+    // never used.
+    if registry_key(h) == "docker.io" && h.to_ascii_lowercase().contains("registry-1.docker.io") {
+        return Err(ConfigError::invalid(
+            field,
+            &format!("{h:?} is a host the kubelet never matches Docker Hub images to"),
+            "use https://index.docker.io/v1/ (what kubectl writes) or docker.io",
+        ));
+    }
     let host = h
         .strip_prefix("https://")
         .or_else(|| h.strip_prefix("http://"))
@@ -904,6 +914,22 @@ serviceAccounts: [default]
         ] {
             assert!(!is_role_arn(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_docker_hub_host_the_kubelet_ignores_is_refused() {
+        let yaml = |server: &str| {
+            format!(
+                "registries:\n  - name: hub\n    static: {{ server: {server:?}, username: u }}\n"
+            )
+        };
+        let err = check(&yaml("registry-1.docker.io")).unwrap_err();
+        assert!(
+            err.contains("never matches") && err.contains("https://index.docker.io/v1/"),
+            "{err}"
+        );
+        assert!(registry_host("f", "https://index.docker.io/v1/").is_ok());
+        assert!(registry_host("f", "docker.io").is_ok());
     }
 
     #[test]
