@@ -3,8 +3,11 @@
 #   make test         build/install the test world's binaries (first run: several
 #                     minutes, cached in ~/.cache/regcred-refresher), compile the
 #                     tests, then run them inside a fresh world (kube-apiserver +
-#                     etcd + moto + Google token fixture) that is torn down after.
-#   make world        start a world in $(WORLD_DIR) for interactive use
+#                     kube-controller-manager + etcd + moto behind the cloud fixture +
+#                     Google token fixture, in a network namespace of its own; needs
+#                     root) that is torn down after.
+#   make world        start a world in $(WORLD_DIR) for interactive use (enter it
+#                     with: bash tests/testenv/world.sh exec $(WORLD_DIR))
 #   make world-down   stop it
 #   make lint         rustfmt + clippy (warnings are errors)
 #
@@ -27,6 +30,7 @@ VENV_PY = "$$(bash tests/testenv/setup-venv.sh | tail -n 1)/bin/python"
 test-deps:
 	bash tests/testenv/build-k8s.sh >/dev/null
 	bash tests/testenv/setup-venv.sh >/dev/null
+	bash tests/testenv/build-pullproof.sh >/dev/null
 
 test-fixtures: test-deps
 	$(VENV_PY) -m pytest -q -p no:cacheprovider tests/fixtures
@@ -39,7 +43,9 @@ world: test-deps
 	$(WORLD) down $(WORLD_DIR)
 	$(WORLD) up $(WORLD_DIR) >/dev/null
 	@echo
-	@echo "World is up. Use it with:   source $(WORLD_DIR)/env"
+	@echo "World is up, inside network namespace $$(cat $(WORLD_DIR)/netns). Use it with:"
+	@echo "  $(WORLD) exec $(WORLD_DIR)                 # a shell inside, env applied"
+	@echo "  $(WORLD) exec $(WORLD_DIR) -- kubectl get ns"
 	@echo "Stop it with:               make world-down"
 
 world-down:
@@ -120,3 +126,10 @@ fuzz:
 day: test-deps
 	$(CARGO_TEST_BUILD)
 	$(WORLD) run -- cargo test --test tests compressed_day -- --ignored --nocapture
+
+# Connections one `--once` run opens to the API server (strace of its connect() calls), at
+# BENCH_SIZES namespaces, for a create and an unchanged cycle (README → Performance).
+.PHONY: bench-connections
+bench-connections: test-deps
+	cargo build --release --locked --bin regcred-refresher
+	$(WORLD) run -- bash bench/connections.sh $(BENCH_SIZES)

@@ -5,8 +5,9 @@
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/venv
 #
-# Installs `moto[server]==$MOTO_VERSION` (versions.env), `cryptography`, `boto3`
-# and `pytest` from PyPI when the venv is missing or holds another moto version.
+# Installs `moto[server]==$MOTO_VERSION` (versions.env), `cryptography`, `boto3`,
+# `pytest` and `bcrypt` (htpasswd of the pull-proof registry) from PyPI when the
+# venv is missing, lacks one of them or holds another moto version.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +24,7 @@ check() {
 import sys
 import importlib.metadata as md
 assert md.version("moto") == sys.argv[1], md.version("moto")
-import moto.server, cryptography, boto3, pytest, flask  # noqa: F401
+import moto.server, cryptography, boto3, pytest, flask, bcrypt  # noqa: F401
 EOF
 }
 
@@ -48,9 +49,9 @@ if [[ ! -x "$PY" ]]; then
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-log "pip install moto[server]==$MOTO_VERSION cryptography boto3 pytest"
+log "pip install moto[server]==$MOTO_VERSION cryptography boto3 pytest bcrypt"
 "$PY" -m pip install --disable-pip-version-check --no-input -q \
-  "moto[server]==$MOTO_VERSION" cryptography boto3 pytest >&2
+  "moto[server]==$MOTO_VERSION" cryptography boto3 pytest bcrypt >&2
 check || { log "ERROR: venv check failed after install"; exit 1; }
 log "ok: $VENV"
 printf '%s\n' "$VENV"
