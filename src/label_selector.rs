@@ -87,6 +87,12 @@ fn requirement(part: &str) -> Result<Expression, SelectorError> {
         .strip_prefix('(')
         .and_then(|l| l.strip_suffix(')'))
         .ok_or_else(|| SelectorError(format!("{part:?}: the values must be in parentheses")))?;
+    // The API server refuses an empty set ("values set can't be empty"); so do we, at start.
+    if list.trim().is_empty() {
+        return Err(SelectorError(format!(
+            "{part:?}: the set of values is empty; list at least one"
+        )));
+    }
     let values = list
         .split(',')
         .map(|v| value_ok(v.trim()))
@@ -165,6 +171,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_empty_set_is_refused() {
+        for bad in ["team in ()", "team notin ( )"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("empty"), "{bad}: {e}");
+        }
+        assert!(parse("team in (a)").is_ok());
     }
 
     #[test]
