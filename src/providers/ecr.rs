@@ -33,9 +33,16 @@ pub async fn sdk_config(region: &str, timeout: Duration) -> SdkConfig {
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    aws_config::defaults(BehaviorVersion::latest())
+    let loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
-        .http_client(http)
+        .http_client(http);
+    // `app/regcred-refresher` in the SDK's User-Agent: CloudTrail's userAgent field tells
+    // our calls from other clients of the same role.
+    let loader = match aws_config::AppName::new("regcred-refresher") {
+        Ok(name) => loader.app_name(name),
+        Err(_) => loader,
+    };
+    loader
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_timeout(timeout)
@@ -77,10 +84,84 @@ impl EcrProvider {
             .await
             .map_err(|e| ProviderError::EcrCall {
                 source_name: self.name.clone(),
-                message: aws_sdk_ecr::error::DisplayErrorContext(&e).to_string(),
+                message: explain(&e),
             })?;
         credentials_from(&self.name, self.account_id.as_deref(), &out)
     }
+}
+
+/// The SDK's error as one line: its chain of causes (without the Debug dump that
+/// `DisplayErrorContext` appends). When credentials could not be loaded, the chain says only
+/// that, so the source of the SDK's default chain in use is named, with the fix.
+fn explain<E, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    // One line: the chain's "Attempted:" list comes one provider per line.
+    let mut msg = parts
+        .join(": ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace(":;", ":");
+    // aws-credential-types' CredentialsError variants, by their Display.
+    let loading = |p: &String| {
+        [
+            "credentials provider",
+            "credential provider",
+            "loading credentials",
+            "credentials error",
+        ]
+        .iter()
+        .any(|k| p.contains(k))
+    };
+    if parts.iter().any(loading) {
+        if msg.contains("no credentials found in chain") {
+            msg.push_str("; fix: give the refresher an AWS identity: IRSA (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE), EKS Pod Identity, the node's instance profile (IMDS), or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY");
+        } else {
+            msg.push_str("; credentials from ");
+            msg.push_str(&credential_source());
+        }
+    }
+    msg
+}
+
+/// Which source of the SDK's default chain was in use (it tries, in order: environment,
+/// profile, web identity, container endpoint, IMDS, and stops at the first configured one).
+fn credential_source() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if var("AWS_ACCESS_KEY_ID").is_some() {
+        return "the environment (AWS_ACCESS_KEY_ID)".into();
+    }
+    if let Some(p) = var("AWS_PROFILE") {
+        return format!("profile {p:?} (AWS_PROFILE)");
+    }
+    if let (Some(role), Some(file)) = (var("AWS_ROLE_ARN"), var("AWS_WEB_IDENTITY_TOKEN_FILE")) {
+        return format!(
+            "web identity (IRSA): STS AssumeRoleWithWebIdentity for {role} with the token in {file}"
+        );
+    }
+    if let Some(uri) = var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        return format!(
+            "the container credentials endpoint {uri} (EKS Pod Identity agent or ECS; AWS_CONTAINER_CREDENTIALS_FULL_URI)"
+        );
+    }
+    if let Some(uri) = var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        return format!("the ECS container credentials endpoint http://169.254.170.2{uri}");
+    }
+    "EC2 instance metadata (IMDS at 169.254.169.254: the node's instance profile)".into()
 }
 
 /// Turns the SDK answer into credentials. One token serves every registry the principal can

@@ -78,17 +78,36 @@ impl GoogleProvider {
     }
 }
 
-/// gcp_auth's top-level message hides the cause; walk the chain so the log says why.
+/// gcp_auth's top-level message hides the cause; walk the chain so the log says why. When no
+/// method worked, say what each of gcp_auth's fallbacks answered (its NoAuthMethod error keeps
+/// them as fields, not as a source chain).
 fn explain(e: &gcp_auth::Error) -> String {
+    if let gcp_auth::Error::NoAuthMethod(gcloud, metadata, adc) = e {
+        return format!(
+            "no Google credentials: no keyFile and no GOOGLE_APPLICATION_CREDENTIALS; gcloud ADC file: {}; GKE metadata server (metadata.google.internal): {}; gcloud CLI: {}; fix: set keyFile or GOOGLE_APPLICATION_CREDENTIALS to a service-account key, or run on GKE with Workload Identity",
+            chain(adc),
+            match chain(metadata) {
+                // gcp_auth keeps the status and answer for its own warning line.
+                m if m == "token request failed" =>
+                    format!("{m} (status and answer: gcp_auth's warning above)"),
+                m => m,
+            },
+            chain(gcloud)
+        );
+    }
+    chain(e)
+}
+
+fn chain(e: &gcp_auth::Error) -> String {
     let mut msg = e.to_string();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(c) = cur {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
         cur = c.source();
-    }
-    if matches!(e, gcp_auth::Error::NoAuthMethod(..)) {
-        msg.push_str("; fix: set keyFile or GOOGLE_APPLICATION_CREDENTIALS to a service-account key, or run on GKE with Workload Identity");
     }
     msg
 }

@@ -152,8 +152,10 @@ reset_targets() {
   local ns
   for ns in "$@"; do
     kubectl -n "$ns" delete secret "$secret" --ignore-not-found >/dev/null
-    kubectl -n "$ns" delete serviceaccount default --ignore-not-found >/dev/null
-    kubectl -n "$ns" create serviceaccount default >/dev/null
+    # kube-controller-manager creates `default` a moment after the namespace: wait for it,
+    # then drop its references (deleting it would race the controller recreating it).
+    kubectl -n "$ns" wait --for=create serviceaccount/default --timeout=30s >/dev/null
+    kubectl -n "$ns" patch serviceaccount default --type=merge -p '{"imagePullSecrets":null}' >/dev/null
   done
 }
 

@@ -207,8 +207,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Namespaces only finish terminating with a controller-manager, which the test world
-        // does not run; deleting them still takes them out of every refresher's targets.
+        // The world's kube-controller-manager finalizes them a few seconds later; no need to
+        // wait: a terminating namespace is already out of every refresher's targets.
         let kubeconfig = env("REGCRED_TEST_KUBECONFIG");
         let mut args: Vec<String> = vec![
             "delete".into(),
@@ -263,9 +263,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The binary under test: this build's, or `REGCRED_TEST_BIN` (to show that a test fails on
+/// an older build).
+pub fn bin() -> String {
+    std::env::var("REGCRED_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_regcred-refresher").to_string())
+}
+
 /// Runs the real binary with the world's environment plus `envs`.
 pub async fn run_bin(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred-refresher"));
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.args(args)
         .env("REGCRED_LOG", "info,regcred_refresher=debug");
     for (k, v) in envs {
@@ -314,7 +321,7 @@ impl DaemonProc {
         let admin = free_port();
         let log = s.dir.join(unique("daemon.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred-refresher"));
+        let mut cmd = tokio::process::Command::new(bin());
         cmd.args(args)
             .args(["--admin-addr", &admin.to_string()])
             .env("REGCRED_LOG", "info,regcred_refresher=debug")
@@ -434,4 +441,78 @@ pub fn kubeconfig_via(s: &Scratch, kubeconfig: &Path, server: &str) -> PathBuf {
         c["cluster"]["server"] = server.into();
     }
     s.file(&unique("kubeconfig-via"), &kc.to_string())
+}
+
+/// Like `run_bin`, without the world's variables named in `unset` (e.g. its static AWS keys,
+/// to reach the SDKs' keyless sources).
+pub async fn run_bin_without(args: &[&str], unset: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args)
+        .env("REGCRED_LOG", "info,regcred_refresher=debug");
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .expect("binary timed out")
+        .expect("binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The `default` ServiceAccount of `ns`. kube-controller-manager creates it a moment after
+/// the namespace, as in any cluster: a test never creates it (that races the controller), it
+/// waits for it here (up to 30 s).
+pub async fn default_service_account(
+    client: &kube::Client,
+    ns: &str,
+) -> k8s_openapi::api::core::v1::ServiceAccount {
+    let api = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(sa) = api.get_opt("default").await.unwrap() {
+            return sa;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kube-controller-manager never created the default ServiceAccount in {ns}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A request to the cloud fixture's control API at `REGCRED_TEST_ECR_FIXTURE_URL/_fixture/`:
+/// `("GET", "stats", Null)` or `("POST", "control", {...})`. Panics unless it answers 200.
+pub async fn cloud_fixture(
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = super::link::Link::parse(&env("REGCRED_TEST_ECR_FIXTURE_URL"));
+    let body = if method == "GET" {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} /_fixture/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "cloud fixture {path}: {out}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("cloud fixture {path}: {e}: {body}"))
 }

@@ -86,16 +86,10 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
         d.logs()
     );
 
-    // A ServiceAccount created later gets its reference.
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("default".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    // The ServiceAccount kube-controller-manager creates a moment after the namespace gets
+    // its reference.
+    default_service_account(&s.client, &second).await;
     let sas = Api::<ServiceAccount>::namespaced(s.client.clone(), &second);
-    sas.create(&PostParams::default(), &sa).await.unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || async {
             sas.get("default")
@@ -150,31 +144,46 @@ async fn readiness_and_metrics_follow_the_credentials() {
     );
     assert_eq!(d.metric("regcred_target_namespaces").await, Some(1.0));
 
-    // moto's ECR tokens expire on arrival (2015-01-01): written, but never "ready".
+    // A token that has expired when it arrives (clock skew, a broken provider) is a failed
+    // fetch: never written, never "ready", retried on the backoff.
+    let expired = super::faults_proxy::FaultProxy::http(
+        &env("AWS_ENDPOINT_URL"),
+        serde_json::json!([{"method": "POST", "json_set": [[["authorizationData", 0, "expiresAt"], {"now_plus": -10}]]}]),
+    )
+    .await;
+    let q = unique("dre");
+    let ens = s.namespace(&q, &[], &[]).await;
     let ecr = s.file(
         "ecr.yaml",
-        &format!("registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: regcred\n    registries: [ecr]\nnamespaces:\n  include: [\"{p}-*\"]\n"),
+        &format!("registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: regcred\n    registries: [ecr]\nnamespaces:\n  include: [\"{q}-*\"]\n"),
     );
-    let e = DaemonProc::start(&s, &["--config", ecr.to_str().unwrap()], &[]).await;
+    let url = expired.url();
+    let e = DaemonProc::start(
+        &s,
+        &[
+            "--config",
+            ecr.to_str().unwrap(),
+            "--min-refresh-interval",
+            "1",
+            "--max-backoff",
+            "2",
+        ],
+        &[("AWS_ENDPOINT_URL", url.as_str())],
+    )
+    .await;
+    let failed = "regcred_refreshes_total{source=\"ecr\",result=\"expired_on_arrival\"}";
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            e.logs().contains("cycle finished")
+            e.metric(failed).await.unwrap_or(0.0) >= 2.0
         })
-        .await
-    );
-    let (code, why) = e.get("/readyz").await.unwrap();
-    assert_eq!((code, why.as_str()), (503, "expired credentials: ecr"));
-    assert!(
-        e.metric("regcred_credential_expiry_seconds{source=\"ecr\"}")
-            .await
-            .unwrap()
-            < 0.0
-    );
-    assert!(
-        e.logs().contains("refreshing at the minimum interval"),
-        "{}",
+        .await,
+        "retried: {}",
         e.logs()
     );
+    let (code, why) = e.get("/readyz").await.unwrap();
+    assert_eq!((code, why.as_str()), (503, "no complete refresh cycle yet"));
+    assert!(e.logs().contains("arrived already expired"), "{}", e.logs());
+    assert!(s.secret(&ens, "regcred").await.is_none(), "never written");
 }
 
 /// Every sample line is `name{labels} value`, every family has TYPE metadata, and it ends in EOF.
@@ -486,17 +495,8 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
     let s = Scratch::new().await;
     let ns = s.namespace("dev", &[], &[]).await;
     // The refresher's own Pod (it never runs here: there is no kubelet; the object suffices).
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("default".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(s.client.clone(), &ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    // Pods need their ServiceAccount (admission): the controller's `default`.
+    default_service_account(&s.client, &ns).await;
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "refresher-0" },
         "spec": { "containers": [{ "name": "r", "image": "example.invalid/regcred-refresher" }] }
@@ -506,12 +506,14 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
         .create(&PostParams::default(), &pod)
         .await
         .unwrap();
-    let empty = s.file("empty-password", "");
+    // A mounted document that is not one: a failure only a fetch sees (a blank password is
+    // refused at start instead).
+    let broken = s.file("broken-dockerconfigjson", "{ not json");
     let cfg = s.file(
         "ev.yaml",
         &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{ns}\"]\n",
-            empty.display()
+            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{ns}\"]\n",
+            broken.display()
         ),
     );
     let d = DaemonProc::start(
@@ -538,7 +540,7 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
     .await;
     assert!(found, "no RefreshFailed event on the pod: {}", d.logs());
     assert_eq!(
-        d.metric("regcred_refreshes_total{source=\"quay\",result=\"static_read\"}")
+        d.metric("regcred_refreshes_total{source=\"quay\",result=\"static_parse\"}")
             .await
             .map(|v| v >= 1.0),
         Some(true)

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 
 use super::common::*;
@@ -371,17 +371,7 @@ async fn fault_api_409_on_a_service_account_is_retried() {
     let a = s.namespace("fsa", &[], &[]).await;
     let b = s.namespace("fsa", &[], &[]).await;
     for ns in [&a, &b] {
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<ServiceAccount>::namespaced(s.client.clone(), ns)
-            .create(&PostParams::default(), &sa)
-            .await
-            .unwrap();
+        default_service_account(&s.client, ns).await; // kube-controller-manager's
     }
     let conflict = |ns: &str, times: Option<u32>| {
         json!({"method": "PATCH", "path": format!("^/api/v1/namespaces/{ns}/serviceaccounts/default"),

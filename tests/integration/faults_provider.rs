@@ -285,12 +285,16 @@ async fn fault_google_401_invalid_json_and_5xx() {
     .await;
 }
 
-/// moto's token arrives expired (2015): written, refetched at the floor (never a hot loop),
-/// not ready, said in the log; ready as soon as a live token arrives.
+/// A token that arrives already expired (clock skew, a broken provider) is a failed fetch:
+/// never written over the last good secret, retried on the backoff (never a hot loop), not
+/// ready once the cached token runs out, said in the log; ready as soon as a live token arrives.
 #[tokio::test]
 async fn fault_ecr_expired_on_arrival() {
     let r = Rig::ecr("10").await;
-    r.proxy.set_rules(json!([])).await;
+    let good = r.s.secret(&r.ns, "regcred").await.unwrap();
+    r.proxy
+        .set_rules(json!([{"method": "POST", "json_set": [[["authorizationData", 0, "expiresAt"], {"now_plus": -10}]]}]))
+        .await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
             r.d.get("/readyz")
@@ -301,22 +305,20 @@ async fn fault_ecr_expired_on_arrival() {
         "{}",
         r.d.logs()
     );
-    let before = r.count("success").await;
+    let before = r.count("expired_on_arrival").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let fetched = r.count("success").await - before;
+    let failed = r.count("expired_on_arrival").await - before;
     assert!(
-        (2.0..=7.0).contains(&fetched),
-        "{fetched} fetches in 5 s at a 1 s floor"
+        (2.0..=7.0).contains(&failed),
+        "{failed} failed fetches in 5 s with a 2 s backoff cap"
     );
-    assert!(r.d.logs().contains("arrived expired"), "{}", r.d.logs());
-    let secret = r.s.secret(&r.ns, "regcred").await.unwrap();
     assert!(
-        auths(&secret)
-            .as_object()
-            .unwrap()
-            .keys()
-            .any(|h| h.contains(".dkr.ecr."))
+        r.d.logs().contains("arrived already expired"),
+        "{}",
+        r.d.logs()
     );
+    let kept = r.s.secret(&r.ns, "regcred").await.unwrap();
+    assert_eq!(auths(&kept), auths(&good), "the last good secret stays");
     r.proxy.set_rules(r.healthy.clone()).await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
@@ -350,8 +352,10 @@ async fn fault_ecr_connection_refused_and_dns_failure_once() {
     assert_eq!(good.code, 0, "{good:?}");
     let before = s.secret(&ns, "regcred").await.unwrap();
     let refused = format!("http://{}", free_port());
+    // --force: the secret is fresh, so only a forced run asks ECR at all.
+    let forced = [&args[..], &["--force"]].concat();
     for endpoint in [refused.as_str(), "http://does-not-exist.invalid:1"] {
-        let r = run_bin(&args, &[("AWS_ENDPOINT_URL", endpoint)]).await;
+        let r = run_bin(&forced, &[("AWS_ENDPOINT_URL", endpoint)]).await;
         assert_eq!(r.code, 1, "{endpoint}: {r:?}");
         let line = r
             .stderr
@@ -368,6 +372,7 @@ async fn fault_ecr_connection_refused_and_dns_failure_once() {
         let after = s.secret(&ns, "regcred").await.unwrap();
         assert_eq!(rv(&after), rv(&before), "{endpoint}");
     }
-    let again = run_bin(&args, &[]).await;
+    let again = run_bin(&forced, &[]).await;
     assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("updated=1"), "{}", again.stderr);
 }

@@ -10,39 +10,41 @@ fn static_cfg(pw: &std::path::Path, namespaces: &str) -> String {
     )
 }
 
-/// The request heads a run sends to an API server that answers every request with a 500
-/// (one that stayed silent would hold the run until the client's read timeout).
-async fn request_heads(kubeconfig: &std::path::Path, args: &[&str]) -> Vec<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::fs::write(
-        kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{ server: \"http://{addr}\" }}\ncontexts:\n- name: c\n  context: {{ cluster: c, user: u }}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    let serve = tokio::spawn(async move {
-        loop {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 8192];
-            let n = conn.read(&mut buf).await.unwrap_or(0);
-            seen.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            let _ = conn
-                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
-    let r = run_bin(args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]).await;
-    serve.abort();
-    assert_eq!(r.code, 1, "no API server answered: {r:?}");
-    let heads = heads.lock().unwrap().clone();
-    heads
+/// A server that answers every request with a 500 (one that stayed silent would hold a run
+/// until the client's read timeout), and the request heads it received.
+struct Answers500 {
+    addr: std::net::SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Answers500 {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = conn
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        Self { addr, heads, task }
+    }
+
+    fn heads(self) -> Vec<String> {
+        self.task.abort();
+        self.heads.lock().unwrap().clone()
+    }
 }
 
 #[tokio::test]
@@ -50,11 +52,21 @@ async fn every_kubernetes_request_says_who_we_are() {
     let s = Scratch::new().await;
     let pw = s.file("pw", "x");
     let cfg = s.file("c.yaml", &static_cfg(&pw, "{ include: [a] }"));
-    let heads = request_heads(
-        &s.dir.join("kc"),
+    let api = Answers500::start().await;
+    let kc = s.file(
+        "kc",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{ server: \"http://{}\" }}\ncontexts:\n- name: c\n  context: {{ cluster: c, user: u }}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n",
+            api.addr
+        ),
+    );
+    let r = run_bin(
         &["--once", "--config", cfg.to_str().unwrap()],
+        &[("KUBECONFIG", kc.to_str().unwrap())],
     )
     .await;
+    assert_eq!(r.code, 1, "no API server answered: {r:?}");
+    let heads = api.heads();
     let want = format!(
         "user-agent: regcred-refresher/{}",
         env!("CARGO_PKG_VERSION")
@@ -65,6 +77,40 @@ async fn every_kubernetes_request_says_who_we_are() {
             head.to_ascii_lowercase().contains(&want),
             "{want} missing from:\n{head}"
         );
+    }
+}
+
+/// The AWS SDK's User-Agent names us too (CloudTrail's userAgent field).
+#[tokio::test]
+async fn ecr_calls_say_who_we_are() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("uaecr", &[], &[]).await;
+    let cfg = s.file(
+        "c.yaml",
+        &format!("registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: regcred\n    registries: [ecr]\nnamespaces: {{ include: [{ns}] }}\n"),
+    );
+    let aws = Answers500::start().await;
+    let url = format!("http://{}", aws.addr);
+    let r = run_bin(
+        &[
+            "--once",
+            "--provider-timeout",
+            "10",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[("AWS_ENDPOINT_URL", url.as_str())],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let heads = aws.heads();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        let ua = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("user-agent:"))
+            .unwrap_or_default();
+        assert!(ua.contains("app/regcred-refresher"), "{head}");
     }
 }
 

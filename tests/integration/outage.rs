@@ -22,9 +22,15 @@ async fn a_provider_outage_keeps_the_secret_and_recovers() {
     let s = Scratch::new().await;
     let p = unique("po");
     let ns = s.namespace(&p, &[], &[]).await;
-    let link = Link::to(Link::parse(&env("REGCRED_TEST_MOTO_URL"))).await;
+    // 2 s tokens (a proxy rewrites each one's expiry), so the daemon refetches about every
+    // 1.5 s and the cached token runs out soon after the link goes down.
+    let short = super::faults_proxy::FaultProxy::http(
+        &env("AWS_ENDPOINT_URL"),
+        serde_json::json!([{"method": "POST", "json_set": [[["authorizationData", 0, "expiresAt"], {"now_plus": 2}]]}]),
+    )
+    .await;
+    let link = Link::to(Link::parse(&short.url())).await;
     let cfg = ecr_config(&s, &format!("{p}-*"));
-    // moto's tokens arrive expired, so the daemon refetches at the (here 1 s) floor.
     let d = DaemonProc::start(
         &s,
         &[

@@ -143,9 +143,11 @@ async fn service_account_patch_keeps_foreign_entries() {
         s.namespace("sa", &[], &[]).await,
         s.namespace("sa", &[], &[]).await,
     );
+    // Not `default`: kube-controller-manager gives every namespace one, and `no_sa` must lack
+    // the ServiceAccount.
     let sa = ServiceAccount {
         metadata: ObjectMeta {
-            name: Some("default".into()),
+            name: Some("builder".into()),
             ..Default::default()
         },
         image_pull_secrets: Some(vec![LocalObjectReference {
@@ -159,7 +161,7 @@ async fn service_account_patch_keeps_foreign_entries() {
         &s,
         "regcred",
         &format!("  include: [{ns}, {no_sa}]\n"),
-        "serviceAccounts: [default]\n",
+        "serviceAccounts: [builder]\n",
     );
     let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
     // The namespace without the ServiceAccount is reported (not a failure), not given one.
@@ -176,12 +178,12 @@ async fn service_account_patch_keeps_foreign_entries() {
             .map(|r| r.name)
             .collect::<Vec<_>>()
     };
-    let got = api.get("default").await.unwrap();
+    let got = api.get("builder").await.unwrap();
     let version = got.metadata.resource_version.clone();
     assert_eq!(names(got), ["someone-elses", "regcred"]);
     assert!(
         Api::<ServiceAccount>::namespaced(s.client.clone(), &no_sa)
-            .get_opt("default")
+            .get_opt("builder")
             .await
             .unwrap()
             .is_none()
@@ -193,7 +195,7 @@ async fn service_account_patch_keeps_foreign_entries() {
         "{}",
         r.stderr
     );
-    let again = api.get("default").await.unwrap();
+    let again = api.get("builder").await.unwrap();
     assert_eq!(again.metadata.resource_version, version, "no second patch");
 }
 

@@ -7,8 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
 
 use super::common::*;
@@ -67,17 +65,7 @@ async fn soak_refreshing_every_second_stays_flat() {
     let mut namespaces = Vec::new();
     for _ in 0..3 {
         let ns = s.namespace(&p, &[], &[]).await;
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<ServiceAccount>::namespaced(s.client.clone(), &ns)
-            .create(&PostParams::default(), &sa)
-            .await
-            .unwrap();
+        default_service_account(&s.client, &ns).await; // kube-controller-manager's
         namespaces.push(ns);
     }
     let proxy = FaultProxy::http(

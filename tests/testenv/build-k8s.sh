@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Builds (once) the kube-apiserver and etcd binaries the test world runs, and
-# prints the directory that holds them as the LAST line of stdout.
+# Builds (once) the kube-apiserver, kube-controller-manager and etcd binaries the
+# test world runs, and prints the directory that holds them as the LAST line of stdout.
 #
 #   bash tests/testenv/build-k8s.sh          # build if missing, print bin dir
 #   bash tests/testenv/build-k8s.sh --regen  # rewrite gomod/*/go.mod from versions.env
 #
-# - If $KUBEBUILDER_ASSETS is set and holds executable kube-apiserver and etcd,
-#   that directory is used as is (nothing is built).
+# - If $KUBEBUILDER_ASSETS is set and holds executable kube-apiserver,
+#   kube-controller-manager and etcd, that directory is used as is (nothing is
+#   built; envtest's assets lack kube-controller-manager, so they are not enough).
 # - Otherwise the binaries go to
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/k8s-$K8S_VERSION/bin and are
 #   reused on later runs. Build logs: .../k8s-$K8S_VERSION/build.log.
 # - Sources: tests/testenv/gomod/kube-apiserver (requires k8s.io/kubernetes
-#   v$K8S_VERSION, every k8s.io staging module replaced by v0.<minor>.<patch>) and
+#   v$K8S_VERSION, every k8s.io staging module replaced by v0.<minor>.<patch>;
+#   tools cmd/kube-apiserver and cmd/kube-controller-manager, one module build) and
 #   tests/testenv/gomod/etcd (go.etcd.io/etcd/server/v3 v$ETCD_VERSION). Their
 #   go.mod/go.sum are committed, so a build is reproducible; modules come from
 #   the Go module proxy into the default GOMODCACHE.
@@ -52,7 +54,7 @@ regen() {
       grep '^godebug' "$kmod"
       echo
     fi
-    echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
+    printf 'tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n'
     echo
     echo "require k8s.io/kubernetes v$K8S_VERSION"
     echo
@@ -77,12 +79,12 @@ fi
 
 # 1. Prebuilt assets supplied by the caller.
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  if [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
+  if [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/kube-controller-manager" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
     log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
     printf '%s\n' "$KUBEBUILDER_ASSETS"
     exit 0
   fi
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; building instead"
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver, kube-controller-manager or etcd; building instead"
 fi
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/k8s-$K8S_VERSION"
@@ -90,9 +92,9 @@ BIN="$CACHE_ROOT/bin"
 LOGFILE="$CACHE_ROOT/build.log"
 mkdir -p "$BIN"
 
-have_both() { [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" ]]; }
+have_all() { [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/etcd" ]]; }
 
-if have_both; then
+if have_all; then
   log "cached: $BIN"
   printf '%s\n' "$BIN"
   exit 0
@@ -103,6 +105,8 @@ grep -qE "^(require)?[[:space:]]*k8s\.io/kubernetes v${K8S_VERSION//./\\.}( //.*
   || die "$KAS_MOD/go.mod does not require k8s.io/kubernetes v$K8S_VERSION; run: bash $0 --regen"
 grep -qE "k8s\.io/api => k8s\.io/api ${STAGING_VERSION//./\\.}\$" "$KAS_MOD/go.mod" \
   || die "$KAS_MOD/go.mod does not pin staging modules at $STAGING_VERSION; run: bash $0 --regen"
+grep -qE "^[[:space:]]*(tool[[:space:]]+)?k8s\.io/kubernetes/cmd/kube-controller-manager\$" "$KAS_MOD/go.mod" \
+  || die "$KAS_MOD/go.mod does not list the tool cmd/kube-controller-manager; run: bash $0 --regen"
 grep -qE "^(require)?[[:space:]]*go\.etcd\.io/etcd/server/v3 v${ETCD_VERSION//./\\.}( //.*)?\$" "$ETCD_MOD/go.mod" \
   || die "$ETCD_MOD/go.mod does not require etcd server v$ETCD_VERSION; run: bash $0 --regen"
 
@@ -117,7 +121,7 @@ if ! flock -n 9; then
   log "another build holds $CACHE_ROOT/.lock; waiting"
   flock 9
 fi
-if have_both; then
+if have_all; then
   log "cached (built by a concurrent run): $BIN"
   printf '%s\n' "$BIN"
   exit 0
@@ -159,9 +163,11 @@ K8S_MAJOR="${K8S_VERSION%%.*}"
 K8S_MINOR_ONLY="${K8S_MINOR%%.*}"
 VPKG=k8s.io/component-base/version
 build_one etcd "$ETCD_MOD" . ""
-build_one kube-apiserver "$KAS_MOD" k8s.io/kubernetes/cmd/kube-apiserver \
-  "-X $VPKG.gitVersion=v$K8S_VERSION -X $VPKG.gitMajor=$K8S_MAJOR -X $VPKG.gitMinor=$K8S_MINOR_ONLY -X $VPKG.gitTreeState=clean"
+VFLAGS="-X $VPKG.gitVersion=v$K8S_VERSION -X $VPKG.gitMajor=$K8S_MAJOR -X $VPKG.gitMinor=$K8S_MINOR_ONLY -X $VPKG.gitTreeState=clean"
+build_one kube-apiserver "$KAS_MOD" k8s.io/kubernetes/cmd/kube-apiserver "$VFLAGS"
+# Same module, same build cache: most packages are shared with kube-apiserver.
+build_one kube-controller-manager "$KAS_MOD" k8s.io/kubernetes/cmd/kube-controller-manager "$VFLAGS"
 
-have_both || die "binaries missing after build in $BIN"
+have_all || die "binaries missing after build in $BIN"
 log "done: $BIN"
 printf '%s\n' "$BIN"

@@ -1,28 +1,47 @@
 #!/usr/bin/env bash
-# The test world: a real kube-apiserver + etcd, a moto server (AWS ECR/STS) and
-# a Google OAuth2 token fixture, all on 127.0.0.1 with free ports.
+# The test world: a real kube-apiserver + kube-controller-manager + etcd, moto (AWS
+# ECR/STS) behind a cloud fixture that behaves as AWS does, a Google OAuth2 token fixture,
+# and the link-local credential endpoints of EC2 (IMDSv2), EKS (Pod Identity agent) and
+# GKE (metadata server), all inside a network namespace of its own.
 #
-#   world.sh up DIR          start everything in the background, write DIR/env
-#                            (sourceable `export` lines) and DIR/pids, wait until
-#                            all are ready, exit 0 (processes keep running).
+#   world.sh up DIR          create the network namespace, start everything in it
+#                            in the background, write DIR/env (sourceable `export`
+#                            lines), DIR/netns and DIR/pids, wait until all are
+#                            ready, exit 0 (processes keep running).
+#   world.sh exec DIR [-- CMD...]
+#                            run CMD (default: $SHELL) inside DIR's network
+#                            namespace with DIR/env applied: the only way to reach
+#                            the world (its 127.0.0.1 is not the host's).
 #   world.sh down DIR        stop (TERM, then KILL) every process `up` started
-#                            in DIR; idempotent.
-#   world.sh run -- CMD...   mktemp a DIR, up, run CMD with DIR/env applied,
-#                            down on exit/INT/TERM; exits with CMD's status.
-#                            The DIR is removed when CMD passes, kept (and
-#                            printed) when it fails; REGCRED_TEST_KEEP_WORLD=1
-#                            always keeps it.
+#                            in DIR and anything left in its namespace, delete the
+#                            namespace; idempotent.
+#   world.sh run -- CMD...   mktemp a DIR, up, run CMD in the namespace with
+#                            DIR/env applied, down on exit/INT/TERM (a watchdog
+#                            downs it even if this script is SIGKILLed); exits
+#                            with CMD's status. The DIR is removed when CMD
+#                            passes, kept (and printed) when it fails;
+#                            REGCRED_TEST_KEEP_WORLD=1 always keeps it.
 #
-# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, etcd; honours
-# KUBEBUILDER_ASSETS) and tests/testenv/setup-venv.sh (moto, cryptography).
+# Network: `ip netns add regcred-<random>` (needs root or CAP_SYS_ADMIN), lo up with
+# 169.254.169.254/32 and 169.254.170.23/32 on it, /etc/netns/<name>/hosts mapping
+# metadata.google.internal to 169.254.169.254. Every service listens on fixed ports
+# of the namespace's own loopback (two worlds never collide): etcd 2379, API server
+# 6443, moto 5000, AWS API front 4566, Google token fixture 8085, IMDS + GKE metadata
+# 169.254.169.254:80, Pod Identity agent 169.254.170.23:80.
+#
+# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd;
+# honours KUBEBUILDER_ASSETS) and tests/testenv/setup-venv.sh (moto, cryptography).
 # Both build/install on first use and are cached under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/.
 #
-# Quirks of this world (no controller-manager, no scheduler, no kubelet):
-# - Namespaces get NO `default` ServiceAccount and no kube-root-ca.crt
-#   ConfigMap: tests create the ServiceAccounts they need. Pods cannot be
-#   created without their ServiceAccount (ServiceAccount admission is on).
-# - Nothing garbage-collects: deleting a namespace leaves it Terminating.
+# Quirks of this world (no scheduler, no kubelet: no Pod ever runs):
+# - kube-controller-manager runs the serviceaccount, serviceaccount-token,
+#   root-ca-cert-publisher, namespace and garbagecollector controllers only. A new
+#   namespace gets its `default` ServiceAccount and kube-root-ca.crt ConfigMap a
+#   moment AFTER it is created (as in a real cluster: create-or-ignore, or wait);
+#   deleted namespaces finalize (their contents are deleted, then the namespace).
+# - The aggregated ClusterRoles (view, edit, admin) have no rules (no
+#   clusterrole-aggregation controller): bind explicit Roles.
 # - Identities are client certificates signed by DIR/pki/ca.crt; mint more
 #   with tests/testenv/mint-user.sh DIR NAME [GROUP...].
 # Logs: DIR/logs/*.log.
@@ -38,10 +57,59 @@ log() { printf '[world] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 READY_TIMEOUT="${REGCRED_TEST_READY_TIMEOUT:-180}"
+SA_ISSUER=https://kubernetes.default.svc.cluster.local
 
 usage() {
-  sed -n '2,16p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,/^# Binaries/{/^# Binaries/!p;}' "$SELF" | sed 's/^# \{0,1\}//' >&2
   exit 2
+}
+
+# ---------------------------------------------------------------- network namespace
+
+# The namespace named in DIR/netns (empty if none).
+netns_of() { cat "$1/netns" 2>/dev/null || true; }
+
+# Runs a command inside the world's namespace ($NETNS, set by do_up).
+inns() { ip netns exec "$NETNS" "$@"; }
+
+netns_create() {
+  command -v ip >/dev/null || die "the 'ip' command (iproute2) is needed to create the world's network namespace"
+  NETNS="regcred-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+  ip netns add "$NETNS" 2>"$DIR/logs/netns.err" \
+    || die "cannot create network namespace $NETNS ($(cat "$DIR/logs/netns.err")); the test world needs root (or CAP_SYS_ADMIN + CAP_NET_ADMIN)"
+  printf '%s\n' "$NETNS" >"$DIR/netns"
+  ip -n "$NETNS" link set lo up
+  ip -n "$NETNS" addr add 169.254.169.254/32 dev lo # EC2 IMDS, GKE metadata server
+  ip -n "$NETNS" addr add 169.254.170.23/32 dev lo  # EKS Pod Identity agent
+  # `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts.
+  mkdir -p "/etc/netns/$NETNS"
+  printf '%s\n' \
+    "127.0.0.1 localhost" \
+    "::1 localhost ip6-localhost ip6-loopback" \
+    "169.254.169.254 metadata.google.internal metadata" >"/etc/netns/$NETNS/hosts"
+  log "network namespace $NETNS"
+}
+
+# Stops whatever still runs in the namespace (only the world's processes can be there),
+# then deletes it.
+netns_delete() {
+  local ns="$1" pid
+  [[ -n "$ns" ]] || return 0
+  if ip netns list 2>/dev/null | grep -qE "^$ns( |\$)"; then
+    local -a stragglers=()
+    mapfile -t stragglers < <(ip netns pids "$ns" 2>/dev/null)
+    if ((${#stragglers[@]})); then
+      for pid in "${stragglers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+      for _ in $(seq 1 30); do
+        mapfile -t stragglers < <(ip netns pids "$ns" 2>/dev/null)
+        ((${#stragglers[@]})) || break
+        sleep 0.1
+      done
+      for pid in "${stragglers[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    fi
+    ip netns del "$ns" 2>/dev/null || log "down: could not delete network namespace $ns"
+  fi
+  rm -rf "/etc/netns/$ns"
 }
 
 # ---------------------------------------------------------------- processes
@@ -67,12 +135,12 @@ alive() { # pid [starttime]: running (not a zombie) and, if given, same start ti
   [[ -z "${2:-}" || "${st#* }" == "$2" ]]
 }
 
-# start NAME LOGFILE CMD... : runs CMD in its own session, records "NAME PID START",
-# sets LAST_PID.
+# start NAME LOGFILE CMD... : runs CMD in its own session inside the world's network
+# namespace, records "NAME PID START", sets LAST_PID.
 start_proc() {
   local name="$1" logf="$2"
   shift 2
-  setsid "$@" </dev/null >>"$logf" 2>&1 &
+  setsid ip netns exec "$NETNS" "$@" </dev/null >>"$logf" 2>&1 &
   local pid=$!
   local st=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -110,7 +178,12 @@ wait_for() { # NAME PID LOG CMD...: poll CMD until it succeeds
 
 do_down() {
   local dir="$1"
-  [[ -f "$dir/pids" ]] || { log "down: nothing recorded in $dir"; return 0; }
+  if [[ ! -f "$dir/pids" ]]; then
+    netns_delete "$(netns_of "$dir")"
+    rm -f "$dir/netns"
+    log "down: nothing recorded in $dir"
+    return 0
+  fi
   local -a names=() pids=() starts=()
   local n p s
   while read -r n p s; do
@@ -146,7 +219,11 @@ do_down() {
     sleep 0.1
   done
   mv -f "$dir/pids" "$dir/pids.down" 2>/dev/null || true
-  log "down: stopped ${#pids[@]} process(es) of $dir"
+  local ns
+  ns="$(netns_of "$dir")"
+  netns_delete "$ns"
+  rm -f "$dir/netns"
+  log "down: stopped ${#pids[@]} process(es) of $dir${ns:+, deleted network namespace $ns}"
 }
 
 # ---------------------------------------------------------------- certificates
@@ -177,21 +254,6 @@ EOF
   chmod 600 "$pki"/*.key
 }
 
-free_ports() { # N -> N distinct free TCP ports on 127.0.0.1, one per line
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-for s in socks:
-    s.close()
-EOF
-}
-
 # ---------------------------------------------------------------- up
 
 do_up() {
@@ -207,14 +269,16 @@ do_up() {
     done <"$DIR/pids"
     rm -f "$DIR/pids"
   fi
-  rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/users" "$DIR/google" "$DIR/apiserver" "$DIR/logs" "$DIR/env" "$DIR/pids.down"
+  netns_delete "$(netns_of "$DIR")"
+  rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/users" "$DIR/google" "$DIR/apiserver" "$DIR/kcm" "$DIR/logs" "$DIR/env" "$DIR/pids.down" "$DIR/netns"
   mkdir -p "$DIR/logs"
   : >"$DIR/pids"
 
   local bin venv
   bin="$(bash "$HERE/build-k8s.sh" | tail -n 1)"
   venv="$(bash "$HERE/setup-venv.sh" | tail -n 1)"
-  [[ -x "$bin/kube-apiserver" && -x "$bin/etcd" ]] || die "no kube-apiserver/etcd in '$bin'"
+  [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" ]] \
+    || die "no kube-apiserver/kube-controller-manager/etcd in '$bin'"
   [[ -x "$venv/bin/python" ]] || die "no python in venv '$venv'"
 
   # If anything below fails, stop what was started.
@@ -222,19 +286,30 @@ do_up() {
   prev_exit_trap="$(trap -p EXIT)"
   trap 'rc=$?; if [[ $rc -ne 0 ]]; then log "up failed (exit $rc); stopping what was started"; do_down "$DIR" || true; fi' EXIT
 
-  local ports
-  mapfile -t ports < <(free_ports 5)
-  local etcd_port="${ports[0]}" peer_port="${ports[1]}" api_port="${ports[2]}" moto_port="${ports[3]}" google_port="${ports[4]}"
+  netns_create
+  # Fixed ports: the namespace's loopback is the world's alone.
+  local etcd_port=2379 peer_port=2380 api_port=6443 moto_port=5000 google_port=8085 cloud_port=4566
   local api_url="https://127.0.0.1:$api_port"
   local etcd_url="http://127.0.0.1:$etcd_port"
   local moto_url="http://127.0.0.1:$moto_port"
   local google_url="http://127.0.0.1:$google_port"
+  local cloud_url="http://127.0.0.1:$cloud_port"
   printf '%s\n' "$api_url" >"$DIR/server-url"
 
   gen_pki
-  local admin_kc restricted_kc
-  admin_kc="$(bash "$HERE/mint-user.sh" "$DIR" regcred-admin system:masters | tail -n 1)"
-  restricted_kc="$(bash "$HERE/mint-user.sh" "$DIR" regcred-restricted | tail -n 1)"
+  # Identities, minted in parallel (RSA key generation is most of up's own CPU time).
+  bash "$HERE/mint-user.sh" "$DIR" regcred-admin system:masters >/dev/null &
+  local mint1=$!
+  bash "$HERE/mint-user.sh" "$DIR" regcred-restricted >/dev/null &
+  local mint2=$!
+  bash "$HERE/mint-user.sh" "$DIR" system:kube-controller-manager >/dev/null &
+  local mint3=$!
+  if ! wait "$mint1" || ! wait "$mint2" || ! wait "$mint3"; then
+    die "minting the world's identities failed"
+  fi
+  local admin_kc="$DIR/users/regcred-admin/kubeconfig"
+  local restricted_kc="$DIR/users/regcred-restricted/kubeconfig"
+  local kcm_kc="$DIR/users/system_kube-controller-manager/kubeconfig"
 
   # 1. etcd
   local etcd_log="$DIR/logs/etcd.log"
@@ -266,8 +341,18 @@ do_up() {
     --host 127.0.0.1 --port "$google_port" --key-file "$google_key"
   local pid_google=$LAST_PID
 
+  # The AWS API as AWS behaves, in front of moto: a new ECR token per call, SigV4 and web
+  # identity tokens checked; and the link-local credential endpoints (IMDSv2, GKE
+  # metadata server, EKS Pod Identity agent). tests/fixtures/cloud_fixture.py.
+  local cloud_log="$DIR/logs/cloud-fixture.log"
+  start_proc cloud-fixture "$cloud_log" "$venv/bin/python" -u "$REPO/tests/fixtures/cloud_fixture.py" \
+    --upstream "$moto_url" --api "127.0.0.1:$cloud_port" \
+    --metadata 169.254.169.254:80 --pod-identity 169.254.170.23:80 \
+    --sa-public-key "$DIR/pki/sa.pub" --issuer "$SA_ISSUER" --static-key testing:testing
+  local pid_cloud=$LAST_PID
+
   wait_for etcd "$pid_etcd" "$etcd_log" \
-    sh -c "curl -fsS --max-time 2 '$etcd_url/health' | grep -q '\"health\":\"true\"'"
+    inns sh -c "curl -fsS --max-time 2 '$etcd_url/health' | grep -q '\"health\":\"true\"'"
 
   # 2. kube-apiserver
   local pki="$DIR/pki" api_log="$DIR/logs/kube-apiserver.log"
@@ -291,7 +376,7 @@ do_up() {
     --client-ca-file="$pki/ca.crt" \
     --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-issuer="$SA_ISSUER" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --authorization-mode=RBAC \
     --endpoint-reconciler-type=none \
@@ -300,22 +385,47 @@ do_up() {
     --v=1
   local pid_api=$LAST_PID
 
+  # 3. kube-controller-manager: starts now and waits for the API server by itself. Its
+  # controllers act under their own ServiceAccounts (kube-system), as kubeadm sets it up.
+  local kcm_log="$DIR/logs/kube-controller-manager.log"
+  start_proc kube-controller-manager "$kcm_log" "$bin/kube-controller-manager" \
+    --kubeconfig="$kcm_kc" \
+    --controllers=serviceaccount,serviceaccount-token,root-ca-cert-publisher,namespace,garbagecollector \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" \
+    --root-ca-file="$pki/ca.crt" \
+    --leader-elect=false \
+    --secure-port=0 \
+    --profiling=false \
+    --v=1
+  local pid_kcm=$LAST_PID
+
   wait_for moto "$pid_moto" "$moto_log" \
-    curl -sS --max-time 2 -o /dev/null "$moto_url/moto-api/"
+    inns curl -sS --max-time 2 -o /dev/null "$moto_url/moto-api/"
   wait_for google-token-fixture "$pid_google" "$google_log" \
-    curl -fsS --max-time 2 "$google_url/healthz"
+    inns curl -fsS --max-time 2 "$google_url/healthz"
+  wait_for cloud-fixture "$pid_cloud" "$cloud_log" \
+    inns sh -c "curl -fsS --max-time 2 '$cloud_url/_fixture/healthz' && curl -sS --max-time 2 -o /dev/null http://169.254.169.254/ && curl -sS --max-time 2 -o /dev/null http://169.254.170.23/"
   wait_for kube-apiserver "$pid_api" "$api_log" \
-    sh -c "curl -fsS --max-time 5 --cacert '$pki/ca.crt' --cert '$DIR/users/regcred-admin/client.crt' --key '$DIR/users/regcred-admin/client.key' '$api_url/readyz' | grep -qx ok"
+    inns sh -c "curl -fsS --max-time 5 --cacert '$pki/ca.crt' --cert '$DIR/users/regcred-admin/client.crt' --key '$DIR/users/regcred-admin/client.key' '$api_url/readyz' | grep -qx ok"
+  # The controllers work once the `default` namespace has its `default` ServiceAccount.
+  wait_for kube-controller-manager "$pid_kcm" "$kcm_log" \
+    inns curl -fsS --max-time 5 -o /dev/null --cacert "$pki/ca.crt" --cert "$DIR/users/regcred-admin/client.crt" \
+    --key "$DIR/users/regcred-admin/client.key" "$api_url/api/v1/namespaces/default/serviceaccounts/default"
 
   q() { printf '%q' "$1"; }
   {
     echo "# Test world $(date -u +%FT%TZ) from $SELF"
-    echo "# Source this file: . $(q "$DIR/env")"
+    echo "# Everything listens inside the network namespace $NETNS: from the host, enter it with"
+    echo "#   bash $(q "$SELF") exec $(q "$DIR")            (a shell with this file applied), or"
+    echo "#   bash $(q "$SELF") exec $(q "$DIR") -- CMD...  (or: ip netns exec $NETNS CMD..., after sourcing this file)"
     echo "#"
-    echo "# Quirks: no controller-manager runs, so new namespaces get NO 'default'"
-    echo "# ServiceAccount and no kube-root-ca.crt ConfigMap; create the ServiceAccounts"
-    echo "# a test needs. Deleted namespaces stay Terminating. Admission plugins: the"
-    echo "# kube-apiserver defaults (ServiceAccount admission on). Authorization: RBAC."
+    echo "# Quirks: kube-controller-manager runs (serviceaccount, serviceaccount-token,"
+    echo "# root-ca-cert-publisher, namespace, garbagecollector): a new namespace gets its"
+    echo "# 'default' ServiceAccount a moment AFTER it is created (create-or-ignore-AlreadyExists,"
+    echo "# or wait for it); deleted namespaces finalize. No scheduler or kubelet: no Pod runs."
+    echo "# Admission plugins: the kube-apiserver defaults (ServiceAccount admission on)."
+    echo "# Authorization: RBAC; the aggregated ClusterRoles view/edit/admin have no rules."
     echo "# Identities: admin = CN=regcred-admin,O=system:masters; restricted ="
     echo "# CN=regcred-restricted with no bindings (403 on everything). More:"
     echo "#   bash $(q "$HERE/mint-user.sh") \"\$REGCRED_TEST_WORLD_DIR\" NAME [GROUP...]"
@@ -324,7 +434,21 @@ do_up() {
     echo "# Fixture control: POST \$REGCRED_TEST_GOOGLE_FIXTURE_URL/control"
     echo "#   {\"mode\":\"ok|401|500|invalid-json|slow\",\"expires_in\":N,\"delay\":S,\"reset_stats\":true};"
     echo "#   GET \$REGCRED_TEST_GOOGLE_FIXTURE_URL/stats."
+    echo "# AWS: AWS_ENDPOINT_URL is the cloud fixture in front of moto (REGCRED_TEST_MOTO_URL):"
+    echo "#   every ECR GetAuthorizationToken answers a new token valid 12 h; SigV4 is checked"
+    echo "#   (key testing/testing, or keys STS/IMDS/Pod Identity handed out); web identity"
+    echo "#   tokens must come from this API server for the audience sts.amazonaws.com."
+    echo "#   POST \$REGCRED_TEST_ECR_FIXTURE_URL/_fixture/control {\"ecr\":{\"lifetime\":S},\"reset_stats\":true};"
+    echo "#   GET \$REGCRED_TEST_ECR_FIXTURE_URL/_fixture/stats (ecr.token_calls, ...)."
+    echo "# Keyless (same fixture): EC2 IMDSv2 and the GKE metadata server on 169.254.169.254:80"
+    echo "#   (metadata.google.internal), the EKS Pod Identity agent on 169.254.170.23:80"
+    echo "#   (/v1/credentials, Authorization = a ServiceAccount token for pods.eks.amazonaws.com)."
+    echo "#   IRSA: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE with a token of this API server"
+    echo "#   (kubectl create token SA --audience sts.amazonaws.com). Each endpoint: control"
+    echo "#   {\"imds\"|\"gke\"|\"pod_identity\": {\"mode\": \"ok|absent|hang|refuse|error\"}}. The static"
+    echo "#   keys below win in the SDK's chain: unset them (and AWS_EC2_METADATA_DISABLED) to go keyless."
     echo "export REGCRED_TEST_WORLD_DIR=$(q "$DIR")"
+    echo "export REGCRED_TEST_NETNS=$(q "$NETNS")"
     echo "export KUBECONFIG=$(q "$admin_kc")"
     echo "export REGCRED_TEST_KUBECONFIG=$(q "$admin_kc")"
     echo "export REGCRED_TEST_RESTRICTED_KUBECONFIG=$(q "$restricted_kc")"
@@ -341,8 +465,11 @@ do_up() {
     echo "export REGCRED_TEST_BIN_DIR=$(q "$bin")"
     echo "export REGCRED_TEST_PYTHON=$(q "$venv/bin/python")"
     echo "export REGCRED_TEST_MOTO_URL=$(q "$moto_url")"
+    echo "export REGCRED_TEST_ECR_FIXTURE_URL=$(q "$cloud_url")"
+    echo "export REGCRED_TEST_SA_ISSUER=$(q "$SA_ISSUER")"
+    echo "export REGCRED_TEST_POD_IDENTITY_URI=http://169.254.170.23/v1/credentials"
     echo "export REGCRED_TEST_AWS_ACCOUNT_ID=123456789012"
-    echo "export AWS_ENDPOINT_URL=$(q "$moto_url")"
+    echo "export AWS_ENDPOINT_URL=$(q "$cloud_url")"
     echo "export AWS_ACCESS_KEY_ID=testing"
     echo "export AWS_SECRET_ACCESS_KEY=testing"
     echo "export AWS_REGION=us-east-1"
@@ -361,7 +488,7 @@ do_up() {
   mv -f "$DIR/env.tmp" "$DIR/env"
   trap - EXIT
   [[ -n "$prev_exit_trap" ]] && eval "$prev_exit_trap"
-  log "world up in $DIR: kube-apiserver $api_url, etcd $etcd_url, moto $moto_url, google $google_url"
+  log "world up in $DIR (network namespace $NETNS): kube-apiserver $api_url, etcd $etcd_url, moto $moto_url (AWS API via $cloud_url), google $google_url; enter it with: bash $SELF exec $DIR"
   printf '%s\n' "$DIR/env"
 }
 
@@ -374,6 +501,7 @@ do_run() {
   dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-world.XXXXXX")"
   local child="" watchdog="" status=1 cleaned=0
 
+  # shellcheck disable=SC2317 # invoked from traps
   cleanup() {
     local rc=$?
     ((cleaned)) && return
@@ -394,6 +522,7 @@ do_run() {
     fi
     return "$rc"
   }
+  # shellcheck disable=SC2317 # invoked from traps
   on_signal() {
     local sig="$1"
     log "caught SIG$sig; tearing the world down"
@@ -407,7 +536,10 @@ do_run() {
   trap 'on_signal HUP' HUP
 
   do_up "$dir" >/dev/null
+  local ns
+  ns="$(netns_of "$dir")"
   # Watchdog: if this script is SIGKILLed, still tear the world down.
+  # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" down "$3"' \
     world-watchdog "$$" "$SELF" "$dir" </dev/null >>"$dir/logs/watchdog.log" 2>&1 &
   watchdog=$!
@@ -418,7 +550,7 @@ do_run() {
     # shellcheck disable=SC1091
     source "$dir/env"
     set +a
-    exec setsid "$@"
+    exec setsid ip netns exec "$ns" "$@"
   ) &
   child=$!
   # Recorded like the world's processes, so that `down` (from the watchdog
@@ -432,6 +564,24 @@ do_run() {
   set -e
   child=""
   exit "$status"
+}
+
+# ---------------------------------------------------------------- exec
+
+do_exec() {
+  local dir
+  dir="$(cd "$1" && pwd)"
+  shift
+  [[ "${1:-}" == "--" ]] && shift
+  local ns
+  ns="$(netns_of "$dir")"
+  [[ -n "$ns" && -f "$dir/env" ]] || die "no world is up in $dir (run: $SELF up $dir)"
+  ((${#@})) || set -- "${SHELL:-bash}"
+  set -a
+  # shellcheck disable=SC1091
+  source "$dir/env"
+  set +a
+  exec ip netns exec "$ns" "$@"
 }
 
 # ---------------------------------------------------------------- main
@@ -450,6 +600,10 @@ case "$cmd" in
     ;;
   run)
     do_run "$@"
+    ;;
+  exec)
+    [[ $# -ge 1 ]] || usage
+    do_exec "$@"
     ;;
   *)
     usage
