@@ -488,3 +488,49 @@ async fn gke_metadata_absent_or_refusing_is_a_clear_error() {
     }
     endpoints(json!({})).await;
 }
+
+/// GKE hands out its cached token until shortly before it expires, so a token may arrive with
+/// little life left. The daemon renews it before it expires, even when that is sooner than
+/// the `--min-refresh-interval` floor (default 60 s), and the secret never holds an expired
+/// token. Compressed: 20 s left at hand-out, a new 40 s token once 10 s remain.
+#[tokio::test]
+async fn a_gke_token_with_little_life_left_is_renewed_before_it_expires() {
+    let _g = KEYLESS.lock().await;
+    endpoints(json!({"gke": {"lifetime": 40, "margin": 10, "remaining": 20}})).await;
+    let s = Scratch::new().await;
+    let ns = s.namespace("kl-gkd", &[], &[]).await;
+    let home = s.dir.join(unique("home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let cfg = google_config(&s, &ns);
+    let d = DaemonProc::start(&s, &["--config", &cfg], &[("HOME", home.to_str().unwrap())]).await;
+    let mut tokens = std::collections::BTreeSet::new();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(26);
+    while tokio::time::Instant::now() < until {
+        if let Some(secret) = s.secret(&ns, "regcred").await {
+            let ann = secret.metadata.annotations.clone().unwrap_or_default();
+            let expires =
+                chrono::DateTime::parse_from_rfc3339(&ann["regcred-refresher.io/expires-at"])
+                    .unwrap();
+            // One second of slack for the annotation's whole-second precision.
+            assert!(
+                expires.timestamp() + 1 >= chrono::Utc::now().timestamp(),
+                "the secret holds a token that expired at {expires}: {}",
+                d.logs()
+            );
+            tokens.insert(
+                auths(&secret)["gcr.io"]["password"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        tokens.len() >= 2,
+        "renewed within the first token's 20 s: {} token(s)\n{}",
+        tokens.len(),
+        d.logs()
+    );
+    endpoints(json!({"gke": {"lifetime": 3600, "margin": 300, "remaining": 360}})).await;
+}
