@@ -304,8 +304,17 @@ async fn without_prune_a_namespace_that_stops_matching_is_left_alone() {
         .patch(&a, &PatchParams::default(), &Patch::Merge(&relabel))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(has_secret(&s, &a).await);
+    // Proof the daemon saw events after the relabel (and is alive): a namespace that starts
+    // matching afterwards gets its secret. Only then does "still there" mean "left alone".
+    let later = s.namespace(&p, &[("team", "a")], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || has_secret(&s, &later)).await,
+        "{}",
+        d.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(has_secret(&s, &a).await, "{}", d.logs());
+    assert_eq!(d.get("/healthz").await.map(|r| r.0), Some(200));
 }
 
 #[tokio::test]
@@ -351,11 +360,17 @@ async fn one_leader_writes_and_a_follower_takes_over() {
         None,
         "the follower fetches nothing"
     );
+    // No write of any kind (created, updated, unchanged checks, pruned, failed): a follower
+    // does not even reconcile.
+    let (_, metrics) = two.get("/metrics").await.unwrap();
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("regcred_secret_writes_total{"))
+        .collect();
+    assert!(writes.is_empty(), "the follower writes nothing: {writes:?}");
     assert!(
-        two.metric("regcred_secret_writes_total{result=\"created\"}")
-            .await
-            .is_none(),
-        "the follower writes nothing"
+        metrics.contains("regcred_leader 0"),
+        "the metrics are the follower's: {metrics}"
     );
     assert_eq!(
         two.get("/readyz").await.map(|r| r.0),

@@ -236,8 +236,26 @@ async fn fault_api_restart_mid_cycle() {
         b,
         "nothing can be written while it is away"
     );
-    let a_mid = r.rv(&r.a).await;
-    assert!(a_mid == a || !a_mid.is_empty());
+    // The cut write landed whole or not at all: `a` is there, and every entry of its document
+    // is consistent (`auth` is base64 of username:password), whichever version it is.
+    let mid =
+        r.s.secret(&r.a, "regcred")
+            .await
+            .expect("secret a survives");
+    let a_mid = rv(&mid);
+    let entries = auths(&mid);
+    assert!(!entries.as_object().unwrap().is_empty(), "{entries}");
+    for (host, e) in entries.as_object().unwrap() {
+        let (user, pw) = (
+            e["username"].as_str().unwrap(),
+            e["password"].as_str().unwrap(),
+        );
+        assert_eq!(
+            e["auth"],
+            b64(&format!("{user}:{pw}")),
+            "{host} in {a} -> {a_mid}"
+        );
+    }
     r.link.up().await;
     r.b_keeps_updating().await;
     assert!(
