@@ -516,3 +516,11 @@ pub async fn cloud_fixture(
     );
     serde_json::from_str(body).unwrap_or_else(|e| panic!("cloud fixture {path}: {e}: {body}"))
 }
+
+/// A configuration with one static source (quay.io, user `bot`, password from `pw`) in one
+/// secret `regcred`, for the namespaces given as YAML (`{ include: [a] }`).
+pub fn static_cfg(pw: &Path, namespaces: &str) -> String {
+    format!(
+        "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {namespaces}\n"
+    )
+}

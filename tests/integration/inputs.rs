@@ -4,12 +4,6 @@
 
 use super::common::*;
 
-fn static_cfg(pw: &std::path::Path, namespaces: &str) -> String {
-    format!(
-        "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {namespaces}\n"
-    )
-}
-
 /// A server that answers every request with a 500 (one that stayed silent would hold a run
 /// until the client's read timeout), and the request heads it received.
 struct Answers500 {

@@ -430,9 +430,7 @@ async fn a_secret_with_another_managers_fields_converges_after_one_write() {
     let pw = s.file("pw", "pw-1");
     let cfg = s.file(
         "c.yaml",
-        &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [{ns}]\n"
-        ),
+        &static_cfg(&pw, &format!("{{ include: [{ns}] }}")),
     );
     let args = ["--once", "--config", cfg.to_str().unwrap()];
     let first = run_bin(&args, &[]).await;
@@ -504,9 +502,7 @@ async fn a_refusal_names_the_refused_verb() {
     let pw = s.file("pw", "x");
     let cfg = s.file(
         "c.yaml",
-        &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: u, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [{ns}]\n"
-        ),
+        &static_cfg(&pw, &format!("{{ include: [{ns}] }}")),
     );
     for extra in [&[][..], &["--dry-run=server"][..]] {
         let args = [&["--once", "--config", cfg.to_str().unwrap()][..], extra].concat();
@@ -530,9 +526,7 @@ async fn an_immutable_secret_gets_one_clear_error() {
     let pw = s.file("pw", "x");
     let cfg = s.file(
         "c.yaml",
-        &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: u, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{p}-*\"]\n"
-        ),
+        &static_cfg(&pw, &format!("{{ include: [\"{p}-*\"] }}")),
     );
     let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
     assert_eq!(r.code, 0, "{r:?}");
@@ -621,9 +615,7 @@ async fn boolean_environment_variables_take_1_and_0() {
     let pw = s.file("pw", "x");
     let cfg = s.file(
         "c.yaml",
-        &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: u, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [{ns}]\n"
-        ),
+        &static_cfg(&pw, &format!("{{ include: [{ns}] }}")),
     );
     let r = run_bin(
         &["--config", cfg.to_str().unwrap()],
@@ -650,9 +642,7 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
     let pw = s.file("pw", "x");
     let cfg = s.file(
         "c.yaml",
-        &format!(
-            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: u, passwordFile: {pw:?} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{p}-t-*\"]\n"
-        ),
+        &static_cfg(&pw, &format!("{{ include: [\"{p}-t-*\"] }}")),
     );
     let link = Link::to(Link::parse(&env("REGCRED_TEST_API_SERVER"))).await;
     let kc = kubeconfig_via(
