@@ -24,6 +24,7 @@ pub struct EcrProvider {
     name: String,
     account_id: Option<String>,
     client: aws_sdk_ecr::Client,
+    timeout: Duration,
 }
 
 /// The shared SDK configuration for one region, with the ring-only HTTPS client.
@@ -69,6 +70,7 @@ impl EcrProvider {
             name: name.to_string(),
             account_id: cfg.account_id.clone(),
             client: aws_sdk_ecr::Client::from_conf(ecr_conf.build()),
+            timeout,
         }
     }
 
@@ -82,11 +84,31 @@ impl EcrProvider {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| ProviderError::EcrCall {
-                source_name: self.name.clone(),
-                message: explain(&e),
-            })?;
+            .map_err(|e| call_error(&self.name, self.timeout, &e))?;
         credentials_from(&self.name, self.account_id.as_deref(), &out)
+    }
+}
+
+/// The SDK's operation timeout and ours have the same length and race; whichever fires, the
+/// failure is the same one and is counted and explained as a timeout.
+fn call_error<E, R>(
+    name: &str,
+    timeout: Duration,
+    e: &aws_sdk_ecr::error::SdkError<E, R>,
+) -> ProviderError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        aws_sdk_ecr::error::SdkError::TimeoutError(_) => ProviderError::Timeout {
+            source_name: name.to_string(),
+            after: timeout,
+        },
+        _ => ProviderError::EcrCall {
+            source_name: name.to_string(),
+            message: explain(e),
+        },
     }
 }
 
@@ -249,6 +271,23 @@ mod tests {
     use aws_sdk_ecr::types::AuthorizationData;
 
     use super::*;
+
+    #[test]
+    fn an_sdk_operation_timeout_is_a_timeout() {
+        type E = aws_sdk_ecr::error::SdkError<
+            aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
+            (),
+        >;
+        let timed_out: E = aws_sdk_ecr::error::SdkError::timeout_error("operation timeout");
+        let e = call_error("ecr", Duration::from_secs(2), &timed_out);
+        assert_eq!(e.metric_label(), "timeout");
+        assert!(e.to_string().contains("no answer within 2s"), "{e}");
+        let refused: E = aws_sdk_ecr::error::SdkError::construction_failure("no region");
+        assert_eq!(
+            call_error("ecr", Duration::from_secs(2), &refused).metric_label(),
+            "ecr_call"
+        );
+    }
 
     fn output(token: &str) -> GetAuthorizationTokenOutput {
         GetAuthorizationTokenOutput::builder()
