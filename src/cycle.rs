@@ -361,6 +361,28 @@ impl Refresher {
     }
 }
 
+/// Outcomes of the given namespaces, added up.
+pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
+    let mut t = Totals::default();
+    for ns in namespaces {
+        for (_, o) in &ns.secrets {
+            match o {
+                SecretOutcome::Created => t.created += 1,
+                SecretOutcome::Updated(_) => t.updated += 1,
+                SecretOutcome::Unchanged => t.unchanged += 1,
+                SecretOutcome::Conflict => t.conflict += 1,
+                SecretOutcome::Failed(_) => t.failed += 1,
+            }
+        }
+        t.failed += ns
+            .service_accounts
+            .iter()
+            .filter(|(_, o)| matches!(o, SaOutcome::Failed(_)))
+            .count();
+    }
+    t
+}
+
 impl CycleReport {
     fn record_fetches(
         &mut self,
@@ -381,28 +403,11 @@ impl CycleReport {
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals {
+        Totals {
             skipped: self.skipped.len(),
             missing: self.missing.len(),
-            ..Default::default()
-        };
-        for ns in &self.namespaces {
-            for (_, o) in &ns.secrets {
-                match o {
-                    SecretOutcome::Created => t.created += 1,
-                    SecretOutcome::Updated(_) => t.updated += 1,
-                    SecretOutcome::Unchanged => t.unchanged += 1,
-                    SecretOutcome::Conflict => t.conflict += 1,
-                    SecretOutcome::Failed(_) => t.failed += 1,
-                }
-            }
-            t.failed += ns
-                .service_accounts
-                .iter()
-                .filter(|(_, o)| matches!(o, SaOutcome::Failed(_)))
-                .count();
+            ..totals_of(&self.namespaces)
         }
-        t
     }
 
     /// 0 when every target is written or unchanged, 1 when anything failed.

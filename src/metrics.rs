@@ -38,6 +38,7 @@ pub struct Metrics {
     pub cycle_duration: Histogram,
     pub leader: Gauge,
     pub runtime_tasks: Gauge,
+    pub remembered_objects: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +95,14 @@ impl Default for Metrics {
             "Tokio tasks alive in the process",
             runtime_tasks.clone(),
         );
+        // Our own writes are recognised on the watches by what we remember of them; this must
+        // follow the live objects, not grow with every namespace ever seen.
+        let remembered_objects = Gauge::default();
+        registry.register(
+            "remembered_objects",
+            "Objects whose last written or verified version the daemon remembers",
+            remembered_objects.clone(),
+        );
         Self {
             registry,
             refreshes,
@@ -104,6 +113,7 @@ impl Default for Metrics {
             cycle_duration,
             leader,
             runtime_tasks,
+            remembered_objects,
         }
     }
 }

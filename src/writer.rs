@@ -225,6 +225,14 @@ impl WriteError {
         }
     }
 
+    /// Whether the same write may succeed if tried again soon, with nothing else changed: an
+    /// API server away, overloaded or in conflict. What only a change of the cluster fixes
+    /// (RBAC, the secret's type, immutability, a namespace going away) or a failed source
+    /// (its own timer retries it) is not.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Api { .. })
+    }
+
     fn from_kube(namespace: &str, secret: &str, op: &'static str, e: kube::Error) -> Self {
         match &e {
             kube::Error::Api(s) if is_terminating(s) => Self::NamespaceTerminating {
@@ -352,6 +360,26 @@ impl Writer {
         {
             seen.insert((kind, ns.clone(), name.clone()), rv.clone());
         }
+    }
+
+    /// Drops what we remembered of an object that is gone, so the cache holds no more than
+    /// what lives in the cluster.
+    pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(&(kind, namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// Drops everything remembered of a namespace that is gone.
+    pub fn forget_namespace(&self, namespace: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.retain(|(_, ns, _), _| ns != namespace);
+        }
+    }
+
+    /// How many objects are remembered (a gauge: it must follow the live objects).
+    pub fn remembered(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// True when `meta` is exactly the object we last wrote or found up to date.

@@ -6,7 +6,7 @@
 //! leader election only the Lease holder fetches and writes. Shutdown is a future passed in,
 //! so tests can drive it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -23,10 +23,11 @@ use crate::metrics::{Metrics, SourceLabel};
 use crate::providers::Provider;
 use crate::writer::{MANAGED_BY, Writer};
 
+mod controller;
 mod leader;
-mod reconcile;
+mod pass;
+mod prune;
 pub mod sources;
-mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -34,12 +35,6 @@ pub enum DaemonError {
     Admin(#[from] crate::admin::AdminError),
     #[error("leader election: {0}")]
     Lease(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    All,
-    Namespace(String),
 }
 
 /// State shared by the timers, the reconciler and the admin server.
@@ -119,6 +114,9 @@ impl Shared {
                     .set(left);
             }
         }
+        self.metrics
+            .remembered_objects
+            .set(i64::try_from(self.writer.remembered()).unwrap_or(i64::MAX));
     }
 
     async fn event(
@@ -202,7 +200,7 @@ pub async fn run(
     result
 }
 
-/// The leader's work: timers, watches and the reconciler, until `cancel`.
+/// The leader's work: a timer per source and the controller, until `cancel`.
 async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
@@ -228,7 +226,7 @@ async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
                         if let Ok(mut c) = shared.creds.write() {
                             c.insert(p.name().to_string(), Arc::new(creds));
                         }
-                        let _ = tx.send(Trigger::All);
+                        let _ = tx.send(());
                     }
                     Err(e) => {
                         shared.metrics.refresh(p.name(), e.metric_label());
@@ -249,38 +247,7 @@ async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
             .await
         });
     }
-    let (store, ns_watch) = watch::namespaces(shared.client.clone(), tx.clone(), cancel.clone());
-    tasks.spawn(ns_watch);
-    let secret_names: BTreeSet<String> = shared
-        .config
-        .secrets
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
-    let echo = |kind: &'static str| {
-        let shared = shared.clone();
-        move |meta: &kube::core::ObjectMeta| shared.writer.is_echo(kind, meta)
-    };
-    tasks.spawn(watch::secrets(
-        shared.client.clone(),
-        shared.config.instance.clone(),
-        secret_names,
-        echo("secret"),
-        tx.clone(),
-        cancel.clone(),
-    ));
-    if !shared.config.service_accounts.is_empty() {
-        let names = shared.config.service_accounts.iter().cloned().collect();
-        tasks.spawn(watch::service_accounts(
-            shared.client.clone(),
-            names,
-            echo("serviceaccount"),
-            tx.clone(),
-            cancel.clone(),
-        ));
-    }
-    drop(tx);
-    reconcile::reconcile_loop(&shared, rx, store, cancel.clone()).await;
+    controller::run(shared.clone(), rx, tx, cancel.clone()).await;
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 }

@@ -1,0 +1,445 @@
+//! The daemon's reconciler: a kube-runtime `Controller` keyed by namespace.
+//!
+//! Namespaces are watched as metadata only; a change to a managed secret or a configured
+//! ServiceAccount is mapped to its namespace; fresh credentials reconcile every namespace (a
+//! [`pass`](super::pass)). The controller de-duplicates the work per namespace, backs off per
+//! namespace on a failure a retry can fix, and finishes in-flight reconciles on shutdown. It
+//! never fetches a token: the source timers do that.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret, ServiceAccount};
+use kube::api::Api;
+use kube::core::{ObjectMeta, PartialObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Shared;
+use super::pass::{Finished, Passes};
+use crate::cycle::{self, CycleReport, NamespaceReport};
+use crate::namespaces::Decision;
+use crate::writer::{MANAGED_BY, SaOutcome, SecretOutcome, managed_selector};
+
+pub(super) type NamespaceMeta = PartialObjectMeta<Namespace>;
+pub(super) type SecretMeta = PartialObjectMeta<Secret>;
+
+/// What every reconcile shares.
+pub(super) struct Context {
+    pub shared: Arc<Shared>,
+    pub namespaces: Store<NamespaceMeta>,
+    /// The managed secrets that exist, by configured name: what pruning deletes, without a
+    /// list per namespace.
+    pub held: Vec<(String, Store<SecretMeta>)>,
+    passes: Passes,
+    /// Consecutive failed reconciles by namespace, for the backoff; cleared on success.
+    failures: Mutex<HashMap<String, u32>>,
+    swept: AtomicBool,
+    /// Reconciles under way: on shutdown the controller is driven until they are done, since
+    /// dropping it would abort them mid-write.
+    in_flight: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReconcileError {
+    #[error("namespace {namespace}: {failed} write(s) failed; a retry may fix them")]
+    WritesFailed { namespace: String, failed: usize },
+}
+
+/// Runs the controller until `cancel`; `refreshed` says a source has fresh credentials.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut refreshed: mpsc::UnboundedReceiver<()>,
+    relisted: mpsc::UnboundedSender<()>,
+    cancel: CancellationToken,
+) {
+    let client = shared.client.clone();
+    let (ns_reader, ns_writer) = reflector::store();
+    let mut held = Vec::new();
+    let mut held_writers = Vec::new();
+    for s in &shared.config.secrets {
+        let (r, w) = reflector::store();
+        held.push((s.name.clone(), r));
+        held_writers.push((s.name.clone(), w));
+    }
+    let ctx = Arc::new(Context {
+        shared: shared.clone(),
+        namespaces: ns_reader.clone(),
+        held,
+        passes: Passes::default(),
+        failures: Mutex::default(),
+        swept: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+    });
+
+    let namespaces = {
+        let ctx = ctx.clone();
+        watcher(
+            Api::<NamespaceMeta>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        // managedFields are the bulk of each object and never read here.
+        .modify(|ns| ns.metadata.managed_fields = None)
+        .reflect(ns_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::Delete(ns)) => {
+                if let Some(name) = &ns.metadata.name {
+                    ctx.shared.writer.forget_namespace(name);
+                    ctx.forget_failures(name);
+                    ctx.finish(ctx.passes.drop_namespace(name));
+                }
+            }
+            Err(error) => warn!(%error, "namespace watch error; retrying"),
+            _ => {}
+        })
+        .applied_objects()
+    };
+
+    let (all_tx, all_rx) = futures::channel::mpsc::unbounded::<()>();
+    let mut controller = Controller::for_stream(namespaces, ns_reader.clone())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(u16::try_from(shared.config.concurrency).unwrap_or(u16::MAX)),
+        )
+        .reconcile_all_on(all_rx)
+        .graceful_shutdown_on({
+            let cancel = cancel.clone();
+            async move { cancel.cancelled().await }
+        });
+    let instance_labels = managed_selector(&shared.config.instance);
+    for (name, writer) in held_writers {
+        let cfg = watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .labels(&instance_labels);
+        let stream = watcher(Api::<SecretMeta>::all(client.clone()), cfg)
+            .default_backoff()
+            // Only what pruning needs stays in memory.
+            .modify(|s| s.metadata = identity(&s.metadata))
+            .reflect(writer);
+        controller = controller.watches_stream(
+            changes(stream, "secret", shared.clone(), relisted.clone()),
+            to_namespace::<Secret>,
+        );
+    }
+    for name in &shared.config.service_accounts {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let stream = watcher(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            cfg,
+        )
+        .default_backoff();
+        controller = controller.watches_stream(
+            changes(stream, "serviceaccount", shared.clone(), relisted.clone()),
+            to_namespace::<ServiceAccount>,
+        );
+    }
+
+    // Fresh credentials (or a re-listed watch) start a pass once the namespaces are known.
+    let passes = {
+        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+        async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = ctx.namespaces.wait_until_ready() => if r.is_err() { return },
+            }
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = refreshed.recv() => if r.is_none() { return },
+                }
+                while refreshed.try_recv().is_ok() {}
+                let resolution = crate::namespaces::classify(
+                    &ctx.shared.config.namespaces,
+                    &ctx.namespaces.state(),
+                );
+                ctx.finish(ctx.passes.begin(&resolution));
+                if all_tx.unbounded_send(()).is_err() {
+                    return;
+                }
+            }
+        }
+    };
+
+    let mut results = controller.run(reconcile, error_policy, ctx.clone()).boxed();
+    let drive = async {
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => debug!(%error, "controller"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = drive => return,
+        _ = async { passes.await; std::future::pending::<()>().await } => {}
+        _ = cancel.cancelled() => {}
+    }
+    // Cancelled. The controller takes no new work now (graceful shutdown) but would wait for
+    // its requeues; it is driven only until the reconciles under way have finished.
+    while ctx.in_flight.load(Ordering::Acquire) > 0 {
+        tokio::select! {
+            r = results.next() => if r.is_none() { break },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+/// Only the identity of an object: what pruning and echo detection read.
+fn identity(m: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+fn to_namespace<K>(obj: PartialObjectMeta<K>) -> Option<ObjectRef<NamespaceMeta>> {
+    obj.metadata.namespace.map(|ns| ObjectRef::new(&ns))
+}
+
+/// The changes of a watched kind that call for a look at their namespace: not the initial
+/// list (the start-up pass covers it), not the echo of our own write. A re-list after the
+/// first (the watch lost track) calls for a pass: a deletion missed meanwhile is in no event.
+fn changes<K>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>
+    + Send
+    + 'static,
+    kind: &'static str,
+    shared: Arc<Shared>,
+    relisted: mpsc::UnboundedSender<()>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Send + 'static,
+    PartialObjectMeta<K>: Send,
+{
+    let mut listed_once = false;
+    stream.filter_map(move |ev| {
+        let out = match ev {
+            Ok(watcher::Event::Apply(obj)) => {
+                if shared.writer.is_echo(kind, &obj.metadata) {
+                    None
+                } else {
+                    debug!(kind, namespace = ?obj.metadata.namespace, name = ?obj.metadata.name, "change seen");
+                    Some(Ok(obj))
+                }
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
+                    shared.writer.forget(kind, ns, name);
+                }
+                debug!(kind, namespace = ?obj.metadata.namespace, name = ?obj.metadata.name, "deletion seen");
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::InitDone) => {
+                if listed_once {
+                    let _ = relisted.send(());
+                }
+                listed_once = true;
+                None
+            }
+            Ok(_) => None,
+            Err(error) => {
+                warn!(kind, %error, "watch error; retrying");
+                None
+            }
+        };
+        std::future::ready(out)
+    })
+}
+
+impl Context {
+    fn forget_failures(&self, namespace: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(namespace);
+        }
+    }
+
+    /// A pass that ended: its figures, readiness, and (once) the sweep of leftovers.
+    fn finish(self: &Arc<Self>, finished: Option<Finished>) {
+        let Some(f) = finished else { return };
+        let shared = &self.shared;
+        shared.metrics.cycle_duration.observe(f.took.as_secs_f64());
+        shared
+            .metrics
+            .target_namespaces
+            .set(i64::try_from(f.namespaces).unwrap_or(i64::MAX));
+        let creds = shared.snapshot();
+        if shared
+            .providers
+            .iter()
+            .all(|p| creds.contains_key(p.name()))
+        {
+            shared.cycle_done.store(true, Ordering::Relaxed);
+        }
+        if shared.config.daemon.prune && !self.swept.swap(true, Ordering::Relaxed) {
+            let ctx = self.clone();
+            tokio::spawn(async move { super::prune::sweep(&ctx).await });
+        }
+    }
+
+    pub(super) fn decide_for(&self, ns: &NamespaceMeta) -> Decision {
+        let m = &ns.metadata;
+        let empty = BTreeMap::new();
+        self.shared.config.namespaces.decide(
+            m.name.as_deref().unwrap_or_default(),
+            m.labels.as_ref().unwrap_or(&empty),
+            m.annotations.as_ref().unwrap_or(&empty),
+            m.deletion_timestamp.is_some(),
+        )
+    }
+}
+
+async fn reconcile(ns: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _done = InFlight(&ctx.in_flight);
+    let shared = &ctx.shared;
+    let Some(name) = ns.metadata.name.clone() else {
+        return Ok(Action::await_change());
+    };
+    if ctx.decide_for(&ns) != Decision::Target {
+        ctx.forget_failures(&name);
+        ctx.finish(ctx.passes.drop_namespace(&name));
+        if shared.config.daemon.prune {
+            super::prune::namespace(&ctx, &name).await;
+        }
+        return Ok(Action::await_change());
+    }
+    let creds = shared.snapshot();
+    let plan = cycle::plan(
+        &shared.config,
+        |n| creds.get(n).map(|c| c.as_ref()),
+        |_| true,
+    );
+    if plan.desired.is_empty() {
+        // Nothing fetched yet: the pass that follows the first fetch comes here again.
+        ctx.finish(ctx.passes.drop_namespace(&name));
+        return Ok(Action::await_change());
+    }
+    let report =
+        cycle::write_namespace(&shared.writer, &shared.config, name.clone(), &plan, None).await;
+    record(shared, &report).await;
+    let failed = retryable_failures(&report);
+    let due = report.due;
+    let finished = ctx.passes.done(&report);
+    CycleReport {
+        namespaces: vec![report],
+        ..Default::default()
+    }
+    .log_outcomes(shared.config.write_mode, false);
+    ctx.finish(finished);
+    if failed > 0 {
+        return Err(ReconcileError::WritesFailed {
+            namespace: name,
+            failed,
+        });
+    }
+    ctx.forget_failures(&name);
+    Ok(due.map_or_else(Action::await_change, |at| Action::requeue(wait_until(at))))
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Backs off per namespace: a namespace that keeps failing does not hold up the others, and
+/// an unrelated event does not reset its retry.
+fn error_policy(ns: Arc<NamespaceMeta>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let name = ns.metadata.name.clone().unwrap_or_default();
+    let attempt = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(name.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let wait = crate::schedule::backoff(&ctx.shared.config.daemon.policy, attempt, fastrand::f64());
+    warn!(namespace = %name, %error, attempt, retry_in_ms = wait.as_millis() as u64, "some writes failed; retrying");
+    Action::requeue(wait)
+}
+
+/// At least a second ahead: a renewal time that has passed is served by the next reconcile,
+/// never by a hot loop.
+fn wait_until(at: DateTime<Utc>) -> Duration {
+    (at - Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+/// Failures a later attempt may fix. Not a failed source (its own timer retries it and a
+/// pass follows), nor what only a change fixes (forbidden, immutable, a foreign secret or
+/// another type under our name): those are reported once and looked at again on a change
+/// of the namespace or at the next pass.
+pub(super) fn retryable_failures(report: &NamespaceReport) -> usize {
+    let secrets = report
+        .secrets
+        .iter()
+        .filter(|(_, o)| matches!(o, SecretOutcome::Failed(e) if e.retryable()))
+        .count();
+    let sas = report
+        .service_accounts
+        .iter()
+        .filter(|(_, o)| matches!(o, SaOutcome::Failed(_)))
+        .count();
+    secrets + sas
+}
+
+/// Counts outcomes and raises Events for the failures a cluster user should see.
+async fn record(shared: &Shared, ns: &NamespaceReport) {
+    for (secret, o) in &ns.secrets {
+        let result = match o {
+            SecretOutcome::Created => "created",
+            SecretOutcome::Updated(_) => "updated",
+            SecretOutcome::Unchanged => "unchanged",
+            SecretOutcome::Conflict => "conflict",
+            SecretOutcome::Failed(_) => "failed",
+        };
+        shared.metrics.write(result);
+        let note = match o {
+            SecretOutcome::Failed(e) => Some(("WriteFailed", e.to_string())),
+            SecretOutcome::Conflict => Some((
+                "Conflict",
+                format!(
+                    "secret {secret} exists and is not managed by {MANAGED_BY}; left untouched (set adopt: true to take it over)"
+                ),
+            )),
+            _ => None,
+        };
+        if let Some((reason, note)) = note {
+            let reference = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(secret.clone()),
+                namespace: Some(ns.namespace.clone()),
+                ..Default::default()
+            };
+            shared
+                .event(EventType::Warning, reason, note, reference)
+                .await;
+        }
+    }
+    for (_, o) in &ns.service_accounts {
+        if let SaOutcome::Failed(_) = o {
+            shared.metrics.write("serviceaccount_failed");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! A pass: every target namespace reconciled once after fresh credentials (or a watch
+//! re-list). The controller reconciles namespaces one by one; the pass is what adds them up
+//! into the "cycle finished" line, the cycle duration and readiness.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::cycle::{NamespaceReport, Totals};
+use crate::namespaces::Resolution;
+
+#[derive(Debug)]
+pub struct Finished {
+    /// Logged when the pass ends; kept for the tests that add it up.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub totals: Totals,
+    pub namespaces: usize,
+    pub took: std::time::Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Passes(Mutex<Option<Pass>>);
+
+#[derive(Debug)]
+struct Pass {
+    started: Instant,
+    pending: BTreeSet<String>,
+    totals: Totals,
+    namespaces: usize,
+}
+
+impl Passes {
+    /// Starts a pass over `targets`, or widens the one under way (credentials of several
+    /// sources arriving together make one pass). `None` unless a pass with no target ended
+    /// right away.
+    pub fn begin(&self, resolution: &Resolution) -> Option<Finished> {
+        for m in &resolution.missing {
+            warn!(namespace = %m, "missing: named in namespaces.include but does not exist");
+        }
+        let mut guard = self.0.lock().ok()?;
+        let pass = guard.get_or_insert_with(|| Pass {
+            started: Instant::now(),
+            pending: BTreeSet::new(),
+            totals: Totals::default(),
+            namespaces: 0,
+        });
+        pass.pending.extend(resolution.targets.iter().cloned());
+        pass.totals.skipped = resolution.skipped.len();
+        pass.totals.missing = resolution.missing.len();
+        Self::finish_if_done(&mut guard)
+    }
+
+    /// Counts one reconciled target namespace; the pass's summary when it was the last.
+    pub fn done(&self, report: &NamespaceReport) -> Option<Finished> {
+        let mut guard = self.0.lock().ok()?;
+        let pass = guard.as_mut()?;
+        if !pass.pending.remove(&report.namespace) {
+            return None;
+        }
+        pass.namespaces += 1;
+        let t = crate::cycle::totals_of(std::slice::from_ref(report));
+        pass.totals.created += t.created;
+        pass.totals.updated += t.updated;
+        pass.totals.unchanged += t.unchanged;
+        pass.totals.conflict += t.conflict;
+        pass.totals.failed += t.failed;
+        Self::finish_if_done(&mut guard)
+    }
+
+    /// A namespace that left (deleted, relabelled) while the pass waited for it.
+    pub fn drop_namespace(&self, namespace: &str) -> Option<Finished> {
+        let mut guard = self.0.lock().ok()?;
+        guard.as_mut()?.pending.remove(namespace);
+        Self::finish_if_done(&mut guard)
+    }
+
+    fn finish_if_done(slot: &mut Option<Pass>) -> Option<Finished> {
+        if !slot.as_ref()?.pending.is_empty() {
+            return None;
+        }
+        let pass = slot.take()?;
+        let t = &pass.totals;
+        info!(
+            created = t.created,
+            updated = t.updated,
+            unchanged = t.unchanged,
+            skipped = t.skipped,
+            failed = t.failed,
+            conflict = t.conflict,
+            missing = t.missing,
+            namespaces = pass.namespaces,
+            "cycle finished"
+        );
+        Some(Finished {
+            took: pass.started.elapsed(),
+            totals: pass.totals,
+            namespaces: pass.namespaces,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::SecretOutcome;
+
+    fn resolution(targets: &[&str]) -> Resolution {
+        Resolution {
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn report(ns: &str, o: SecretOutcome) -> NamespaceReport {
+        NamespaceReport {
+            namespace: ns.into(),
+            secrets: vec![("regcred".into(), o)],
+            service_accounts: vec![],
+            manifests: vec![],
+            diffs: vec![],
+            due: None,
+        }
+    }
+
+    #[test]
+    fn a_pass_ends_when_its_last_target_is_done_or_gone() {
+        let p = Passes::default();
+        assert!(p.begin(&resolution(&["a", "b", "c"])).is_none());
+        assert!(p.done(&report("a", SecretOutcome::Created)).is_none());
+        // A namespace outside the pass (a watch event) does not count.
+        assert!(p.done(&report("x", SecretOutcome::Created)).is_none());
+        // Fresh credentials of a second source widen the pass under way.
+        assert!(p.begin(&resolution(&["b", "c", "d"])).is_none());
+        assert!(p.done(&report("b", SecretOutcome::Unchanged)).is_none());
+        assert!(p.drop_namespace("c").is_none());
+        let f = p
+            .done(&report("d", SecretOutcome::Created))
+            .expect("finished");
+        assert_eq!((f.totals.created, f.totals.unchanged), (2, 1));
+        assert_eq!(f.namespaces, 3);
+        // The next pass starts afresh.
+        assert!(p.done(&report("a", SecretOutcome::Created)).is_none());
+        assert!(p.begin(&resolution(&[])).is_some());
+    }
+}
