@@ -12,11 +12,16 @@ use serde::Deserialize;
 use crate::cli::{Cli, DryRun, QuickEcr};
 use crate::namespaces::NamespaceFilter;
 
-mod validate;
+mod daemon;
+mod environment;
+mod error;
+mod names;
+mod sections;
+mod sources;
 mod yaml_error;
 
-pub use validate::ConfigError;
-pub(crate) use validate::read_small_file;
+pub(crate) use environment::read_small_file;
+pub use error::ConfigError;
 
 /// What one run does with the secrets it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,7 +279,7 @@ impl Config {
                 "use a number of seconds from 1 to 3600",
             ));
         }
-        validate::label_value("--instance", &t.instance)?;
+        names::label_value("--instance", &t.instance)?;
         if t.field_manager.is_empty()
             || t.field_manager.len() > 128
             || t.field_manager.chars().any(|c| c.is_control())
@@ -285,10 +290,10 @@ impl Config {
                 "use 1 to 128 printable characters (default regcred-refresher)",
             ));
         }
-        let daemon = validate::daemon(&cli.daemon)?;
+        let daemon = daemon::settings(&cli.daemon)?;
         let quick = cli.config.is_none();
         let v =
-            validate::validate(file).map_err(|e| if quick { quick_flag_field(e) } else { e })?;
+            sections::validate(file).map_err(|e| if quick { quick_flag_field(e) } else { e })?;
         Ok(Config {
             sources: v.sources,
             secrets: v.secrets,
@@ -307,7 +312,7 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = validate::read_small_file(path).map_err(|problem| {
+    let text = read_small_file(path).map_err(|problem| {
         ConfigError::invalid(
             "--config",
             &problem,
@@ -379,7 +384,7 @@ pub fn parse_and_validate_str(text: &str) -> Result<(), ConfigError> {
         path: PathBuf::from("<text>"),
         message,
     })?;
-    validate::validate(file).map(|_| ())
+    sections::validate(file).map(|_| ())
 }
 
 /// The closest of the allowed field names, for a did-you-mean on an unknown field.

@@ -233,6 +233,7 @@ pub(super) fn nodes_at(text: &str, line: u64, column: u64) -> Vec<Node> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_text;
 
     fn at(text: &str, line: u64, col: u64) -> (String, String) {
         let n = nodes_at(text, line, col).pop().unwrap();
@@ -256,5 +257,94 @@ mod tests {
             ("secrets[0].registries[1]".into(), "a list".into())
         );
         assert_eq!(at(y, 1, 1), ("registries".into(), "\"registries\"".into()));
+    }
+
+    /// serde-saphyr reports only a line and column; every parse error still names the
+    /// field path, what was found there and the fix, on one line.
+    #[test]
+    fn parse_errors_name_the_path_the_value_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "registries: foo\n",
+                "registries (line 1, column 13): expected a list, found \"foo\"",
+            ),
+            (
+                "registries:\n  - name: 5\n    ecr: {region: us-east-1}\n",
+                "registries[0].name (line 2, column 11): 5 is read as a number or boolean, not a string; fix: quote it: \"5\"",
+            ),
+            (
+                "registries:\n  - name: a\n    google: {hosts: gcr.io}\n",
+                "registries[0].google.hosts (line 3, column 21): expected a list, found \"gcr.io\"",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: true}\n",
+                "registries[0].ecr.region (line 3, column 19): true is read as",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: us-east-1, accountId: 123456789012}\n",
+                "registries[0].ecr.accountId (line 3, column 41)",
+            ),
+            (
+                "secrets:\n  - name: s\n    adopt: maybe\n",
+                "secrets[0].adopt (line 3, column 12): invalid boolean (found \"maybe\"); fix: use true or false",
+            ),
+            (
+                "secrets:\n  - name: s\n    registries: [a, [b]]\n",
+                "secrets[0].registries[1] (line 3, column 21): expected a single string, found a list",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {regoin: us-east-1}\n",
+                "registries[0].ecr.regoin (line 3, column 11): unknown field `regoin`; fix: did you mean `region`?",
+            ),
+            (
+                "registrys: []\n",
+                "registrys (line 1, column 1): unknown field `registrys`; fix: did you mean `registries`?",
+            ),
+            (
+                "namespaces:\n  include: team-*\n",
+                "namespaces.include (line 2, column 12): expected a list",
+            ),
+            (
+                "registries: [\n",
+                "registries (line 1, column 13): unclosed bracket",
+            ),
+            (
+                "- a\n- b\n",
+                "the top level (line 1, column 1): expected a mapping, found a list",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: null\n  - foo\n",
+                "registries[1] (line 4, column 5): expected a mapping, found \"foo\"",
+            ),
+            (
+                "registries:\n  - ecr: {region: us-east-1}\n",
+                "registries[0] (line 2, column 5): missing field `name`; fix: add `name:`",
+            ),
+            (
+                "registries:\n  - name: a\n    ecr: {region: us-east-1}\n    ecr: {region: us-east-2}\n",
+                "registries[0].ecr (line 4, column 5): `ecr` appears twice",
+            ),
+            (
+                "registries:\n  - name: b\n    static:\n      server: quay.io\n      username: x\n      password: y\n",
+                "registries[0].static.password (line 6, column 7): unknown field `password`; fix: a password never sits in the config",
+            ),
+            ("  \n", "the file is empty; fix:"),
+        ];
+        for (yaml, want) in cases {
+            let err = parse_text(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {yaml}"));
+            assert!(err.contains(want), "{yaml:?}: want {want:?} in {err:?}");
+            assert!(err.contains("; fix: "), "no fix in {err:?}");
+            assert!(!err.contains('\n'), "not one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn static_password_is_never_inline() {
+        let yaml = "registries:\n  - name: hub\n    static: { server: quay.io, username: u, password: p }\nsecrets:\n  - name: s\n    registries: [hub]\n";
+        let err = parse_text(yaml).unwrap_err();
+        assert!(err.contains("unknown field `password`"), "{err}");
+        assert!(err.contains("passwordFile"), "{err}");
     }
 }

@@ -1,0 +1,291 @@
+//! The parsed file checked section by section (registries, secrets, namespaces,
+//! serviceAccounts), and the references between sections, which no single entry can check
+//! on its own.
+
+use std::collections::BTreeMap;
+
+use super::error::{Checked, ConfigError};
+use super::names::dns_subdomain;
+use super::sources::source;
+use super::{
+    FileConfig, SecretConfig, SourceConfig, SourceKind, StaticConfig, closest, duplicates,
+};
+use crate::dockerconfig::registry_key;
+use crate::namespaces::NamespaceFilter;
+
+#[derive(Debug)]
+pub(super) struct Validated {
+    pub sources: Vec<SourceConfig>,
+    pub secrets: Vec<SecretConfig>,
+    pub namespaces: NamespaceFilter,
+    pub service_accounts: Vec<String>,
+}
+
+pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
+    if f.registries.is_empty() {
+        return Err(ConfigError::invalid(
+            "registries",
+            "the list is empty",
+            "define at least one registry with `name` and one of `ecr`, `google`, `static`",
+        ));
+    }
+    let sources = f
+        .registries
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| source(i, r))
+        .collect::<Checked<Vec<_>>>()?;
+    if let Some(dup) = duplicates(sources.iter().map(|s| s.name.as_str())) {
+        return Err(ConfigError::invalid(
+            "registries[].name",
+            &format!("{dup:?} is defined twice"),
+            "give every registry a unique name",
+        ));
+    }
+
+    if f.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            "secrets",
+            "the list is empty",
+            "define at least one secret with `name` and `registries`",
+        ));
+    }
+    let mut secrets = Vec::with_capacity(f.secrets.len());
+    for (i, s) in f.secrets.into_iter().enumerate() {
+        let field = format!("secrets[{i}]");
+        dns_subdomain(&format!("{field}.name"), &s.name, "secret name")?;
+        if s.registries.is_empty() {
+            return Err(ConfigError::invalid(
+                &format!("{field}.registries"),
+                "the list is empty",
+                "name at least one registry from `registries`",
+            ));
+        }
+        for (j, r) in s.registries.iter().enumerate() {
+            if !sources.iter().any(|src| &src.name == r) {
+                let hint = closest(r, sources.iter().map(|s| s.name.as_str()))
+                    .map(|c| format!("did you mean {c:?}? "))
+                    .unwrap_or_default();
+                return Err(ConfigError::invalid(
+                    &format!("{field}.registries[{j}]"),
+                    &format!("{r:?} is not a defined registry"),
+                    &format!("{hint}use one of the names under `registries`"),
+                ));
+            }
+        }
+        if let Some(dup) = duplicates(s.registries.iter().map(String::as_str)) {
+            return Err(ConfigError::invalid(
+                &format!("{field}.registries"),
+                &format!("{dup:?} is listed twice"),
+                "list each registry once",
+            ));
+        }
+        one_source_per_host(&format!("{field}.registries"), &s.registries, &sources)?;
+        secrets.push(SecretConfig {
+            name: s.name,
+            sources: s.registries,
+            adopt: s.adopt,
+        });
+    }
+    if let Some(dup) = duplicates(secrets.iter().map(|s| s.name.as_str())) {
+        return Err(ConfigError::invalid(
+            "secrets[].name",
+            &format!("{dup:?} is defined twice"),
+            "merge the two entries: one secret can hold several registries",
+        ));
+    }
+
+    let ns = f.namespaces;
+    if ns.include.is_empty() {
+        return Err(ConfigError::invalid(
+            "namespaces.include",
+            "the list is empty, so nothing would be targeted",
+            "list names or globs, or [\"*\"] for all namespaces",
+        ));
+    }
+    let namespaces = NamespaceFilter::new(&ns.include, &ns.exclude, ns.selector.as_deref())
+        .map_err(|e| ConfigError::invalid(&e.field, &e.problem, &e.fix))?;
+
+    for (i, sa) in f.service_accounts.iter().enumerate() {
+        dns_subdomain(&format!("serviceAccounts[{i}]"), sa, "ServiceAccount name")?;
+    }
+    if let Some(dup) = duplicates(f.service_accounts.iter().map(String::as_str)) {
+        return Err(ConfigError::invalid(
+            "serviceAccounts",
+            &format!("{dup:?} is listed twice"),
+            "list each ServiceAccount once",
+        ));
+    }
+
+    Ok(Validated {
+        sources,
+        secrets,
+        namespaces,
+        service_accounts: f.service_accounts,
+    })
+}
+
+/// Two sources of one secret must not yield one registry: a pull would meet two competing
+/// credentials, and one `auths` key cannot hold both. Hosts known before any fetch are
+/// checked: Google and static hosts, and ECR's when the account is configured.
+fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) -> Checked<()> {
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for name in names {
+        let Some(src) = sources.iter().find(|s| &s.name == name) else {
+            continue;
+        };
+        let hosts: Vec<String> = match &src.kind {
+            SourceKind::Google(g) => g.hosts.clone(),
+            SourceKind::Static(StaticConfig::Login { server, .. }) => vec![server.clone()],
+            SourceKind::Static(StaticConfig::DockerConfigJson(_)) => vec![],
+            SourceKind::Ecr(e) => e
+                .account_id
+                .iter()
+                .map(|a| format!("{a}.dkr.ecr.{}.amazonaws.com", e.region))
+                .collect(),
+        };
+        for h in hosts {
+            let key = registry_key(&h);
+            if let Some(first) = owner.insert(key.clone(), name) {
+                return Err(ConfigError::invalid(
+                    field,
+                    &format!(
+                        "registries {first:?} and {name:?} both give credentials for {key:?} (from {h:?})"
+                    ),
+                    "keep that registry host in one of them, or put the two registries in separate secrets",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_text;
+
+    fn check(yaml: &str) -> Result<Validated, String> {
+        let f = parse_text(yaml)?;
+        validate(f).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+registries:
+  - name: ecr-main
+    ecr: { region: us-east-1, accountId: "123456789012", roleArn: "arn:aws:iam::123456789012:role/pull" }
+secrets:
+  - name: regcred
+    registries: [ecr-main]
+namespaces: { include: ["team-*"], exclude: [kube-system], selector: "team in (a,b)" }
+serviceAccounts: [default]
+"#;
+
+    #[test]
+    fn accepts_the_documented_shape() {
+        let v = check(GOOD).unwrap();
+        assert_eq!(v.sources[0].name, "ecr-main");
+        assert!(matches!(&v.sources[0].kind, SourceKind::Ecr(e) if e.assume_role.is_some()));
+        assert_eq!(v.secrets[0].sources, ["ecr-main"]);
+        assert_eq!(v.service_accounts, ["default"]);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "registries: []\nsecrets: []",
+                "registries: the list is empty",
+            ),
+            ("registrys: []", "did you mean `registries`"),
+            (
+                &GOOD.replace("us-east-1", "useast"),
+                "registries[0].ecr.region: \"useast\" is not an AWS region",
+            ),
+            (
+                &GOOD.replace("\"123456789012\"", "\"12\""),
+                "registries[0].ecr.accountId",
+            ),
+            (
+                &GOOD
+                    .replace("role/pull", "user/pull")
+                    .replace(":role", ":user"),
+                "roleArn",
+            ),
+            (
+                &GOOD.replace("name: regcred", "name: Reg_Cred"),
+                "secrets[0].name",
+            ),
+            (
+                &GOOD.replace("[ecr-main]", "[ecr-mian]"),
+                "did you mean \"ecr-main\"",
+            ),
+            (
+                &GOOD.replace("team in (a,b)", "team in (a,b"),
+                "namespaces.selector",
+            ),
+            (
+                &GOOD.replace("[\"team-*\"]", "[\"team-[\"]"),
+                "namespaces.include[0]",
+            ),
+            (
+                &GOOD.replace("[default]", "[Default]"),
+                "serviceAccounts[0]",
+            ),
+            (
+                &GOOD.replace("ecr: {", "google: { hosts: [gcr.io] }\n    ecr: {"),
+                "more than one source",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = check(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {yaml}"));
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert!(
+                err.contains("fix") || err.contains("did you mean"),
+                "no fix in {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_files_must_be_regular_readable_files() {
+        let dir = std::env::temp_dir();
+        for (path, want) in [
+            (dir.to_str().unwrap(), "is a directory"),
+            (
+                "/nonexistent/regcred/pw",
+                "cannot read /nonexistent/regcred/pw",
+            ),
+            ("/dev/zero", "is not a regular file"),
+        ] {
+            let yaml = format!(
+                "registries:\n  - name: hub\n    static: {{ server: quay.io, username: u, passwordFile: {path:?} }}\nsecrets:\n  - name: s\n    registries: [hub]\n"
+            );
+            let err = check(&yaml).unwrap_err();
+            assert!(err.contains("registries[0].static.passwordFile"), "{err}");
+            assert!(err.contains(want), "{err}");
+            let yaml = format!(
+                "registries:\n  - name: g\n    google: {{ hosts: [gcr.io], keyFile: {path:?} }}\nsecrets:\n  - name: s\n    registries: [g]\n"
+            );
+            let err = check(&yaml).unwrap_err();
+            assert!(err.contains("registries[0].google.keyFile"), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_docker_hub_host_the_kubelet_ignores_is_refused() {
+        let yaml = |server: &str| {
+            format!(
+                "registries:\n  - name: hub\n    static: {{ server: {server:?}, username: u }}\n"
+            )
+        };
+        let err = check(&yaml("registry-1.docker.io")).unwrap_err();
+        assert!(
+            err.contains("never matches") && err.contains("https://index.docker.io/v1/"),
+            "{err}"
+        );
+    }
+}
