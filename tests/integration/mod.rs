@@ -1,5 +1,6 @@
 mod bad_input;
 mod common;
+mod controller;
 mod daemon;
 mod faults_api;
 mod faults_provider;
