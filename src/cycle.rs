@@ -2,7 +2,7 @@
 //! namespaces and write them with bounded concurrency. Partial failure is data: a failing
 //! source or namespace is recorded in the [`CycleReport`] and never stops the others.
 //!
-//! The daemon reuses [`plan`], [`write_namespace`] and [`write_resolved`] with its cached
+//! The daemon reuses [`plan`] and [`write_namespace`] with its cached
 //! credentials, so a restored secret never costs a token call.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,6 +198,7 @@ pub async fn write_resolved(
     resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
     live: Option<Live>,
     report: &mut CycleReport,
+    stop: &tokio_util::sync::CancellationToken,
 ) {
     let resolution = match resolution {
         Ok(r) => r,
@@ -218,12 +219,22 @@ pub async fn write_resolved(
         .map(|(s, why)| format!("{s}: {why}"))
         .collect();
     let live = live.as_ref();
+    let targets = resolution.targets.len();
     let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
+        .take_until(stop.cancelled())
         .map(|ns| write_namespace(writer, config, ns, plan, live))
         .buffer_unordered(config.concurrency)
         .collect()
         .await;
     done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    if done.len() < targets {
+        warn!(
+            done = done.len(),
+            not_started = targets - done.len(),
+            "stopped before every namespace was written"
+        );
+        report.interrupted = true;
+    }
     report.namespaces = done;
 }
 
@@ -233,6 +244,7 @@ pub struct Refresher {
     providers: Vec<Provider>,
     writer: Writer,
     client: kube::Client,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -245,6 +257,8 @@ pub struct CycleReport {
     pub skipped: Vec<(String, Decision)>,
     pub resolve_error: Option<String>,
     pub secret_errors: Vec<String>,
+    /// Stopped before every target was written (SIGTERM): the run fails.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -267,7 +281,14 @@ impl Refresher {
             providers,
             writer,
             client,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Once `stop` is cancelled no further namespace is started; writes under way finish.
+    pub fn stopped_by(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Reads what is live first, then fetches only the tokens some target needs: a run
@@ -320,6 +341,7 @@ impl Refresher {
             resolution,
             live,
             &mut report,
+            &self.stop,
         )
         .await;
         report
@@ -414,6 +436,7 @@ impl CycleReport {
     pub fn success(&self) -> bool {
         let t = self.totals();
         self.resolve_error.is_none()
+            && !self.interrupted
             && self.sources.iter().all(|(_, r)| r.is_ok())
             && self.secret_errors.is_empty()
             && t.failed == 0

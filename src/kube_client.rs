@@ -27,9 +27,19 @@ pub const RETRIES: u32 = 3;
 /// tell this refresher from other clients.
 pub const USER_AGENT: &str = concat!("regcred-refresher/", env!("CARGO_PKG_VERSION"));
 
-pub async fn client() -> Result<kube::Client, ClientError> {
+/// How long one request may wait for the API server's answer. kube's default (295 s) is
+/// sized for watches; a stuck GET or PATCH would hold a `--once` run or a reconcile that long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for requests (`request_timeout`: a deadline on each answer) or, with `None`, for
+/// watches, which stay open for minutes by design.
+pub async fn client(request_timeout: Option<Duration>) -> Result<kube::Client, ClientError> {
     let mut config = kube::Config::infer().await?;
     config.default_retry = false;
+    if let Some(t) = request_timeout {
+        config.read_timeout = Some(t);
+        config.write_timeout = Some(t);
+    }
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),

@@ -33,14 +33,26 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<bool> {
-    let client = regcred_refresher::kube_client::client().await?;
+    use regcred_refresher::kube_client::{REQUEST_TIMEOUT, client};
+    let requests = client(Some(REQUEST_TIMEOUT)).await?;
     let mode = config.write_mode;
     if !config.once {
-        let shared = daemon::Shared::new(config, client).await;
+        let shared = daemon::Shared::new(config, requests, client(None).await?).await;
         daemon::run(shared, shutdown_signal()).await?;
         return Ok(true);
     }
-    let refresher = Refresher::new(config, client).await;
+    // SIGTERM during a run (a CronJob's pod evicted, a deadline reached): no new namespace is
+    // started, the writes under way finish, the partial summary is printed, and the run fails.
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::warn!("stop requested: finishing the writes under way");
+            stop.cancel();
+        }
+    });
+    let refresher = Refresher::new(config, requests).await.stopped_by(stop);
     let report = refresher.run_once().await;
     print_outputs(&report, mode);
     report.log_summary(mode, true);

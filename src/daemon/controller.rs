@@ -63,7 +63,7 @@ pub(super) async fn run(
     relisted: mpsc::UnboundedSender<()>,
     cancel: CancellationToken,
 ) {
-    let client = shared.client.clone();
+    let client = shared.watch_client.clone();
     let (ns_reader, ns_writer) = reflector::store();
     let mut held = Vec::new();
     let mut held_writers = Vec::new();

@@ -40,7 +40,10 @@ pub enum DaemonError {
 /// State shared by the timers, the reconciler and the admin server.
 pub struct Shared {
     config: Config,
+    /// For requests, each with a deadline.
     client: kube::Client,
+    /// For watches, which stay open by design.
+    watch_client: kube::Client,
     writer: Writer,
     providers: Vec<Provider>,
     creds: RwLock<BTreeMap<String, Arc<Credentials>>>,
@@ -51,7 +54,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub async fn new(config: Config, client: kube::Client) -> Arc<Self> {
+    pub async fn new(
+        config: Config,
+        client: kube::Client,
+        watch_client: kube::Client,
+    ) -> Arc<Self> {
         let providers = crate::providers::build_all(&config).await;
         let writer = Writer::for_config(client.clone(), &config);
         let recorder = config.daemon.events.then(|| {
@@ -67,6 +74,7 @@ impl Shared {
             standby: AtomicBool::new(config.daemon.leader.is_some()),
             config,
             client,
+            watch_client,
             writer,
             providers,
             creds: RwLock::default(),

@@ -499,3 +499,66 @@ async fn fault_api_namespace_terminating_mid_write() {
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stderr.contains("Terminating"), "{}", again.stderr);
 }
+
+/// SIGTERM in the middle of a `--once` run (a CronJob pod evicted): the write under way
+/// finishes, no further namespace is started, the partial summary is printed, exit 1.
+#[tokio::test]
+async fn sigterm_during_once_finishes_the_write_in_flight_and_exits_1() {
+    let s = Scratch::new().await;
+    let mut targets = Vec::new();
+    for _ in 0..4 {
+        targets.push(s.namespace("fst", &[], &[]).await);
+    }
+    let api = FaultProxy::api_server(
+        &s,
+        json!([{"method": "PATCH", "path": "^/api/v1/namespaces/[^/]+/secrets/regcred\\?", "delay": 2}]),
+    )
+    .await;
+    let names: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let cfg = static_config(&s, &names, "");
+    let kc = api.kubeconfig(&s, std::path::Path::new(&env("REGCRED_TEST_KUBECONFIG")));
+    let mut child = tokio::process::Command::new(bin())
+        .args(["--once", "--concurrency", "1", "--config", cfg.to_str().unwrap()])
+        .env("KUBECONFIG", &kc)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            !api.seen("PATCH", "/secrets/regcred").await.is_empty()
+        })
+        .await
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut err = String::new();
+        use tokio::io::AsyncReadExt;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
+        (child.wait().await.unwrap(), err)
+    })
+    .await
+    .expect("stops within the delay of the write under way");
+    let (status, stderr) = out;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped before every namespace was written"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cycle finished"), "{stderr}");
+    let mut written = 0;
+    for ns in &targets {
+        written += usize::from(s.secret(ns, "regcred").await.is_some());
+    }
+    assert_eq!(written, 1, "the write in flight lands, no other: {stderr}");
+}
