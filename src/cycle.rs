@@ -526,17 +526,21 @@ impl CycleReport {
     }
 
     pub fn log_totals(&self) {
-        let t = self.totals();
-        info!(
-            created = t.created,
-            updated = t.updated,
-            unchanged = t.unchanged,
-            skipped = t.skipped,
-            failed = t.failed,
-            conflict = t.conflict,
-            missing = t.missing,
-            namespaces = self.namespaces.len(),
-            "cycle finished"
-        );
+        log_totals(&self.totals(), self.namespaces.len());
     }
+}
+
+/// The `cycle finished` line, for a `--once` run and for each daemon pass.
+pub fn log_totals(t: &Totals, namespaces: usize) {
+    info!(
+        created = t.created,
+        updated = t.updated,
+        unchanged = t.unchanged,
+        skipped = t.skipped,
+        failed = t.failed,
+        conflict = t.conflict,
+        missing = t.missing,
+        namespaces,
+        "cycle finished"
+    );
 }

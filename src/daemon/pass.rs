@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::cycle::{NamespaceReport, Totals};
 use crate::namespaces::Resolution;
@@ -81,18 +81,7 @@ impl Passes {
             return None;
         }
         let pass = slot.take()?;
-        let t = &pass.totals;
-        info!(
-            created = t.created,
-            updated = t.updated,
-            unchanged = t.unchanged,
-            skipped = t.skipped,
-            failed = t.failed,
-            conflict = t.conflict,
-            missing = t.missing,
-            namespaces = pass.namespaces,
-            "cycle finished"
-        );
+        crate::cycle::log_totals(&pass.totals, pass.namespaces);
         Some(Finished {
             took: pass.started.elapsed(),
             totals: pass.totals,

@@ -518,7 +518,13 @@ async fn sigterm_during_once_finishes_the_write_in_flight_and_exits_1() {
     let cfg = static_config(&s, &names, "");
     let kc = api.kubeconfig(&s, std::path::Path::new(&env("REGCRED_TEST_KUBECONFIG")));
     let mut child = tokio::process::Command::new(bin())
-        .args(["--once", "--concurrency", "1", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--once",
+            "--concurrency",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .env("KUBECONFIG", &kc)
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
