@@ -146,8 +146,9 @@ pub struct Daemon {
     #[arg(long, env = "REGCRED_MAX_BACKOFF", default_value_t = 300)]
     pub max_backoff: u64,
 
-    /// Address of the admin server: /healthz, /readyz, /metrics.
-    #[arg(long, env = "REGCRED_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the admin server: /healthz, /readyz, /metrics. The default `[::]:8080`
+    /// answers on IPv4 and IPv6 (IPv4 only where the pod has no IPv6).
+    #[arg(long, env = "REGCRED_ADMIN_ADDR", default_value = "[::]:8080")]
     pub admin_addr: std::net::SocketAddr,
 
     /// Elect a leader through a coordination.k8s.io Lease, so several replicas are safe.

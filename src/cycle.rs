@@ -1,23 +1,19 @@
-//! One refresh cycle: fetch every source once, render each secret, resolve the target
-//! namespaces and write them with bounded concurrency. Partial failure is data: a failing
-//! source or namespace is recorded in the [`CycleReport`] and never stops the others.
-//!
-//! The daemon reuses [`plan`] and [`write_namespace`] with its cached
-//! credentials, so a restored secret never costs a token call.
+//! The pipeline both modes share: [`plan`] renders each secret from the credentials at hand,
+//! [`write_namespace`] writes what one namespace needs. `--once` ([`crate::once`]) runs it over
+//! every target after fetching; the daemon's controller runs it per namespace from cached
+//! credentials, so a restored secret never costs a token call. Partial failure is data: a
+//! failing source or namespace is recorded in the [`CycleReport`] and never stops the others.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use futures::StreamExt;
-use futures::future::join_all;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceKind, WriteMode};
 use crate::credentials::Credentials;
-use crate::namespaces::{self, Decision};
+use crate::namespaces::Decision;
 use crate::providers::{Provider, ProviderError};
-use crate::writer::decide::Verdict;
 use crate::writer::{
     Content, DesiredSecret, Live, Payload, SaOutcome, SecretOutcome, WriteError, Writer,
 };
@@ -190,63 +186,6 @@ pub async fn write_namespace(
     r
 }
 
-/// Writes the planned secrets into the resolved targets with the live secrets read ahead.
-pub async fn write_resolved(
-    writer: &Writer,
-    config: &Config,
-    plan: &Plan,
-    resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
-    live: Option<Live>,
-    report: &mut CycleReport,
-    stop: &tokio_util::sync::CancellationToken,
-) {
-    let resolution = match resolution {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "namespace resolution failed");
-            report.resolve_error = Some(e.to_string());
-            return;
-        }
-    };
-    for m in &resolution.missing {
-        warn!(namespace = %m, "configured namespace does not exist; not creating it");
-    }
-    report.missing = resolution.missing;
-    report.skipped = resolution.skipped;
-    report.secret_errors = plan
-        .blocked
-        .iter()
-        .map(|(s, why)| format!("{s}: {why}"))
-        .collect();
-    let live = live.as_ref();
-    let targets = resolution.targets.len();
-    let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
-        .take_until(stop.cancelled())
-        .map(|ns| write_namespace(writer, config, ns, plan, live))
-        .buffer_unordered(config.concurrency)
-        .collect()
-        .await;
-    done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    if done.len() < targets {
-        warn!(
-            done = done.len(),
-            not_started = targets - done.len(),
-            "stopped before every namespace was written"
-        );
-        report.interrupted = true;
-    }
-    report.namespaces = done;
-}
-
-/// The `--once` job: every source fetched, every target written, once.
-pub struct Refresher {
-    config: Config,
-    providers: Vec<Provider>,
-    writer: Writer,
-    client: kube::Client,
-    stop: tokio_util::sync::CancellationToken,
-}
-
 #[derive(Debug, Default)]
 pub struct CycleReport {
     pub sources: Vec<(String, Result<Credentials, ProviderError>)>,
@@ -272,117 +211,6 @@ pub struct Totals {
     pub missing: usize,
 }
 
-impl Refresher {
-    pub async fn new(config: Config, client: kube::Client) -> Self {
-        let providers = crate::providers::build_all(&config).await;
-        let writer = Writer::for_config(client.clone(), &config);
-        Self {
-            config,
-            providers,
-            writer,
-            client,
-            stop: tokio_util::sync::CancellationToken::new(),
-        }
-    }
-
-    /// Once `stop` is cancelled no further namespace is started; writes under way finish.
-    pub fn stopped_by(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
-        self.stop = stop;
-        self
-    }
-
-    /// Reads what is live first, then fetches only the tokens some target needs: a run
-    /// against fresh secrets costs no token call and no write. Static sources are always
-    /// read (local files), since a changed value must land.
-    pub async fn run_once(&self) -> CycleReport {
-        let timeout = self.config.provider_timeout;
-        let names: Vec<&str> = self
-            .config
-            .secrets
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        let (statics, tokens): (Vec<&Provider>, Vec<&Provider>) =
-            self.providers.iter().partition(|p| p.is_static());
-        // Static values, targets and the live secrets do not depend on each other.
-        let (read, resolution, live) = tokio::join!(
-            join_all(statics.iter().map(|p| p.fetch(timeout))),
-            namespaces::resolve(&self.client, &self.config.namespaces),
-            self.writer.list_live(&names),
-        );
-        let mut report = CycleReport::default();
-        report.record_fetches(&statics, read);
-        let wanted = self.wanted(&report, &resolution, live.as_ref()).await;
-        let (fetch, skip): (Vec<&Provider>, Vec<&Provider>) = tokens.into_iter().partition(|p| {
-            self.config
-                .secrets
-                .iter()
-                .any(|s| wanted.contains(&s.name) && s.sources.iter().any(|n| n == p.name()))
-        });
-        let fetched = join_all(fetch.iter().map(|p| p.fetch(timeout))).await;
-        report.record_fetches(&fetch, fetched);
-        report.not_needed = skip.iter().map(|p| p.name().to_string()).collect();
-        let plan = {
-            let by_name: BTreeMap<&str, &Credentials> = report
-                .sources
-                .iter()
-                .filter_map(|(n, r)| r.as_ref().ok().map(|c| (n.as_str(), c)))
-                .collect();
-            plan(
-                &self.config,
-                |n| by_name.get(n).copied(),
-                |s| wanted.contains(s),
-            )
-        };
-        write_resolved(
-            &self.writer,
-            &self.config,
-            &plan,
-            resolution,
-            live,
-            &mut report,
-            &self.stop,
-        )
-        .await;
-        report
-    }
-
-    /// The secrets some target needs written, judged from the live secrets and the static
-    /// values alone. Every secret when that cannot be judged: a forced or client-dry run, no
-    /// list of live secrets (a namespaced install), or no targets resolved.
-    async fn wanted(
-        &self,
-        report: &CycleReport,
-        resolution: &Result<namespaces::Resolution, namespaces::NamespaceError>,
-        live: Option<&Live>,
-    ) -> BTreeSet<String> {
-        let all = || self.config.secrets.iter().map(|s| s.name.clone()).collect();
-        let (Ok(resolution), Some(live)) = (resolution, live) else {
-            return all();
-        };
-        if self.config.force || self.config.write_mode == WriteMode::DryRunClient {
-            return all();
-        }
-        let by_name: BTreeMap<&str, &Credentials> = report
-            .sources
-            .iter()
-            .filter_map(|(n, r)| r.as_ref().ok().map(|c| (n.as_str(), c)))
-            .collect();
-        let assess = plan(&self.config, |n| by_name.get(n).copied(), |_| false);
-        let mut wanted = BTreeSet::new();
-        for d in &assess.desired {
-            let needed = resolution.targets.iter().any(|ns| {
-                let cur = live.get(&(ns.clone(), d.name.clone()));
-                matches!(self.writer.verdict(cur, d), Verdict::Write(_))
-            });
-            if needed {
-                wanted.insert(d.name.clone());
-            }
-        }
-        wanted
-    }
-}
-
 /// Outcomes of the given namespaces, added up.
 pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
     let mut t = Totals::default();
@@ -406,7 +234,7 @@ pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
 }
 
 impl CycleReport {
-    fn record_fetches(
+    pub(crate) fn record_fetches(
         &mut self,
         providers: &[&Provider],
         results: Vec<Result<Credentials, ProviderError>>,

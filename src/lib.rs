@@ -16,8 +16,9 @@
 //! * [`namespaces`] decides which namespaces are targets (pure matching plus one list).
 //! * [`writer`] server-side-applies one secret into one namespace, only onto secrets we
 //!   manage, and references it from ServiceAccounts.
-//! * [`cycle`] ties one refresh together and reports per-namespace outcomes; `--once` runs it
-//!   once.
+//! * [`cycle`] is the pipeline both modes share (plan → per-namespace verdict and write) and
+//!   its report; [`once`] runs it over every target once; [`daemon`] runs it per namespace
+//!   from a kube-runtime `Controller`, with a refresh timer per source.
 //!
 //! Invariants: no password, token or `.dockerconfigjson` reaches a log; a failed refresh
 //! leaves the last good secret in place; nothing we did not create is overwritten or deleted.
@@ -34,6 +35,7 @@ pub mod kube_client;
 pub mod label_selector;
 pub mod metrics;
 pub mod namespaces;
+pub mod once;
 pub mod providers;
 pub mod schedule;
 pub mod telemetry;

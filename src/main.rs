@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use regcred_refresher::cli::Cli;
 use regcred_refresher::config::{Config, WriteMode};
-use regcred_refresher::cycle::Refresher;
+use regcred_refresher::once::OnceRun;
 use regcred_refresher::{daemon, telemetry};
 
 /// Exit codes (also in the README): 0 every target written or unchanged, 1 a source or
@@ -37,7 +37,7 @@ async fn run(config: Config) -> anyhow::Result<bool> {
     let requests = client(Some(REQUEST_TIMEOUT)).await?;
     let mode = config.write_mode;
     if !config.once {
-        let shared = daemon::Shared::new(config, requests, client(None).await?).await;
+        let shared = daemon::DaemonState::new(config, requests, client(None).await?).await;
         daemon::run(shared, shutdown_signal()).await?;
         return Ok(true);
     }
@@ -52,7 +52,7 @@ async fn run(config: Config) -> anyhow::Result<bool> {
             stop.cancel();
         }
     });
-    let refresher = Refresher::new(config, requests).await.stopped_by(stop);
+    let refresher = OnceRun::new(config, requests).await.stopped_by(stop);
     let report = refresher.run_once().await;
     print_outputs(&report, mode);
     report.log_summary(mode, true);

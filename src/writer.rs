@@ -4,22 +4,23 @@
 //! same-named secret someone else created is left untouched (a conflict) unless the user
 //! opted in to adopt it. No write unless [`decide`] finds one needed. Never deletes a secret.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::ByteString;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 use tracing::{Instrument, debug, info_span};
-use zeroize::Zeroizing;
 
 use crate::config::WriteMode;
 
+mod apply;
 pub mod decide;
+mod desired;
+mod error;
 mod service_accounts;
 
+pub use desired::{Content, DesiredSecret, Payload};
+pub use error::WriteError;
 pub use service_accounts::SaOutcome;
 
 pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -43,114 +44,6 @@ pub const FINGERPRINT_ANNOTATION: &str = "regcred-refresher.io/fingerprint";
 /// `kubectl apply` keeps the whole object here, old password included: gone on adoption.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// The rendered `.dockerconfigjson`: zeroized on drop, never printed by `Debug`.
-#[derive(Clone)]
-pub struct Payload(Arc<Zeroizing<Vec<u8>>>);
-
-impl Payload {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Arc::new(Zeroizing::new(bytes)))
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Payload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload([redacted; {} bytes])", self.0.len())
-    }
-}
-
-/// One secret as it should be, the same in every namespace.
-#[derive(Debug, Clone)]
-pub struct DesiredSecret {
-    pub name: String,
-    pub sources: Vec<String>,
-    pub adopt: bool,
-    /// [`crate::fingerprint::of_secret`] of its configuration.
-    pub fingerprint: String,
-    /// Holds credentials that expire (a token source), so the renewal time matters.
-    pub expires: bool,
-    /// `auths` entries whose values the user handed us (static sources), by host: compared
-    /// by value, since a rotated password must land however fresh the rest is.
-    pub pinned: BTreeMap<String, serde_json::Value>,
-    /// `None` when the tokens were not fetched because no target needed them.
-    pub content: Option<Content>,
-}
-
-/// The rendered credentials of one secret.
-#[derive(Debug, Clone)]
-pub struct Content {
-    pub payload: Payload,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub refresh_after: Option<DateTime<Utc>>,
-}
-
-impl DesiredSecret {
-    fn annotation_keys(&self) -> BTreeSet<&'static str> {
-        let mut k = BTreeSet::from([SOURCES_ANNOTATION, FINGERPRINT_ANNOTATION]);
-        // Without content (tokens not fetched) the recipe says whether they expire.
-        let (expires, renews) = match &self.content {
-            Some(c) => (c.expires_at.is_some(), c.refresh_after.is_some()),
-            None => (self.expires, self.expires),
-        };
-        if expires {
-            k.insert(EXPIRES_ANNOTATION);
-        }
-        if renews {
-            k.insert(REFRESH_AFTER_ANNOTATION);
-        }
-        k
-    }
-
-    fn labels(&self, instance: &str) -> BTreeMap<String, String> {
-        [
-            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-            (INSTANCE_LABEL.to_string(), instance.to_string()),
-        ]
-        .into()
-    }
-
-    fn annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([
-            (SOURCES_ANNOTATION.to_string(), self.sources.join(",")),
-            (FINGERPRINT_ANNOTATION.to_string(), self.fingerprint.clone()),
-        ]);
-        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        if let Some(c) = &self.content {
-            if let Some(t) = c.expires_at {
-                a.insert(EXPIRES_ANNOTATION.to_string(), stamp(t));
-            }
-            if let Some(t) = c.refresh_after {
-                a.insert(REFRESH_AFTER_ANNOTATION.to_string(), stamp(t));
-            }
-        }
-        a
-    }
-
-    /// The object we apply: only the fields we own. Without content (tokens not fetched) the
-    /// data is empty; such a secret is never written.
-    pub fn to_secret(&self, namespace: &str, instance: &str) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(self.labels(instance)),
-                annotations: Some(self.annotations()),
-                ..Default::default()
-            },
-            type_: Some(SECRET_TYPE.to_string()),
-            data: self
-                .content
-                .as_ref()
-                .map(|c| [(DATA_KEY.to_string(), ByteString(c.payload.bytes().to_vec()))].into()),
-            ..Default::default()
-        }
-    }
-}
-
 #[derive(Debug)]
 pub enum SecretOutcome {
     Created,
@@ -165,121 +58,6 @@ impl SecretOutcome {
     pub fn in_place(&self) -> bool {
         matches!(self, Self::Created | Self::Updated(_) | Self::Unchanged)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error(
-        "secret {namespace}/{secret}: forbidden to {verb}; fix: grant {verb} on secrets in namespace {namespace} to the refresher's identity ({message})"
-    )]
-    Forbidden {
-        namespace: String,
-        secret: String,
-        verb: &'static str,
-        message: String,
-    },
-    #[error(
-        "secret {namespace}/{secret} has type {found:?}, not {SECRET_TYPE}; the type is immutable: fix: delete that secret or configure another name"
-    )]
-    WrongType {
-        namespace: String,
-        secret: String,
-        found: String,
-    },
-    #[error(
-        "secret {namespace}/{secret} is immutable (immutable: true), so its credentials can never be renewed; fix: delete it (it is written again, mutable) or configure another name"
-    )]
-    Immutable { namespace: String, secret: String },
-    #[error("secret {namespace}/{secret}: namespace not found")]
-    NamespaceGone { namespace: String, secret: String },
-    /// Deleted while we wrote: the API server refuses new content with a 403 that is no RBAC
-    /// problem, so it must not be reported as one.
-    #[error(
-        "secret {namespace}/{secret}: namespace is being deleted (Terminating); not written, and skipped from the next cycle on"
-    )]
-    NamespaceTerminating { namespace: String, secret: String },
-    #[error("secret {namespace}/{secret}: {op} failed: {source}")]
-    Api {
-        namespace: String,
-        secret: String,
-        op: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    #[error(
-        "secret {secret}: not written because source(s) {sources} failed; the last good secret stays in place"
-    )]
-    SourceFailed { secret: String, sources: String },
-}
-
-impl WriteError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Forbidden { .. } => "forbidden",
-            Self::WrongType { .. } => "wrong_type",
-            Self::Immutable { .. } => "immutable",
-            Self::NamespaceGone { .. } => "namespace_gone",
-            Self::NamespaceTerminating { .. } => "namespace_terminating",
-            Self::Api { .. } => "api",
-            Self::SourceFailed { .. } => "source_failed",
-        }
-    }
-
-    /// Whether the same write may succeed if tried again soon, with nothing else changed: an
-    /// API server away, overloaded or in conflict. What only a change of the cluster fixes
-    /// (RBAC, the secret's type, immutability, a namespace going away) or a failed source
-    /// (its own timer retries it) is not.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::Api { .. })
-    }
-
-    fn from_kube(namespace: &str, secret: &str, op: &'static str, e: kube::Error) -> Self {
-        match &e {
-            kube::Error::Api(s) if is_terminating(s) => Self::NamespaceTerminating {
-                namespace: namespace.into(),
-                secret: secret.into(),
-            },
-            kube::Error::Api(s) if s.code == 403 => Self::Forbidden {
-                namespace: namespace.into(),
-                secret: secret.into(),
-                verb: refused_verb(&s.message).unwrap_or(op),
-                message: s.message.clone(),
-            },
-            kube::Error::Api(s) if s.code == 404 && op != "get" => Self::NamespaceGone {
-                namespace: namespace.into(),
-                secret: secret.into(),
-            },
-            _ => Self::Api {
-                namespace: namespace.into(),
-                secret: secret.into(),
-                op,
-                source: e,
-            },
-        }
-    }
-}
-
-/// The verb an RBAC refusal names (`… cannot create resource "secrets" …`): a server-side
-/// apply is authorized as patch and, for a new object, as create, so the failed call's own
-/// verb may not be the one to grant.
-fn refused_verb(message: &str) -> Option<&'static str> {
-    let verb = message.split("cannot ").nth(1)?.split_whitespace().next()?;
-    [
-        "create", "patch", "update", "get", "list", "watch", "delete",
-    ]
-    .into_iter()
-    .find(|v| *v == verb)
-}
-
-/// The NamespaceLifecycle admission plugin's refusal: a 403 whose cause is
-/// `NamespaceTerminating` (the message is the fallback for servers that omit the cause).
-fn is_terminating(s: &kube::core::Status) -> bool {
-    s.code == 403
-        && (s
-            .details
-            .as_ref()
-            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
-            || s.message.contains("because it is being terminated"))
 }
 
 /// Live secrets by (namespace, name), read in one list per configured name.
@@ -527,107 +305,6 @@ impl Writer {
             Err(e) => failed(e),
         }
     }
-
-    /// Server-side applies the secret, then removes what other writers left on it that we
-    /// would not write: kubectl's last-applied copy (it holds the old password), our own
-    /// annotations of an older configuration, and other managers' claims on the fields.
-    async fn apply(
-        &self,
-        namespace: &str,
-        desired: &DesiredSecret,
-        existing: Option<&Secret>,
-    ) -> Result<(), WriteError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let fail = |op, e| WriteError::from_kube(namespace, &desired.name, op, e);
-        // Force only over a secret we saw and own (or adopt): a create is not forced, so a
-        // foreign secret created since we looked makes the apply conflict (409) instead of
-        // being taken over.
-        let mut pp = PatchParams::apply(&self.field_manager);
-        if existing.is_some() {
-            pp = pp.force();
-        }
-        pp.dry_run = self.mode == WriteMode::DryRunServer;
-        let written = api
-            .patch(
-                &desired.name,
-                &pp,
-                &Patch::Apply(&desired.to_secret(namespace, &self.instance)),
-            )
-            .await
-            .map_err(|e| fail("patch", e))?;
-        let Some(cleanup) = self.cleanup_patch(&written, desired) else {
-            if !pp.dry_run {
-                self.remember("secret", &written.metadata);
-            }
-            return Ok(());
-        };
-        let pp = PatchParams {
-            dry_run: pp.dry_run,
-            field_manager: Some(self.field_manager.clone()),
-            ..Default::default()
-        };
-        let cleaned = api
-            .patch(&desired.name, &pp, &Patch::<()>::Json(cleanup))
-            .await
-            .map_err(|e| fail("patch", e))?;
-        if !pp.dry_run {
-            self.remember("secret", &cleaned.metadata);
-        }
-        Ok(())
-    }
-
-    /// A JSON patch, guarded by the resourceVersion just written, that takes off the traces of
-    /// other writers; `None` when there are none.
-    fn cleanup_patch(
-        &self,
-        written: &Secret,
-        desired: &DesiredSecret,
-    ) -> Option<json_patch::Patch> {
-        use json_patch::{PatchOperation, RemoveOperation, ReplaceOperation, TestOperation};
-        let meta = &written.metadata;
-        let annotations = meta.annotations.as_ref();
-        let mut stale: Vec<String> = annotations
-            .map(|a| {
-                decide::stale_annotations(a.keys(), desired)
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
-        if annotations.is_some_and(|a| a.contains_key(LAST_APPLIED_ANNOTATION)) {
-            stale.push(LAST_APPLIED_ANNOTATION.to_string());
-        }
-        let fields = meta.managed_fields.as_deref().unwrap_or_default();
-        let ours = |f: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
-            f.manager.as_deref() == Some(self.field_manager.as_str())
-                && f.operation.as_deref() == Some("Apply")
-        };
-        let others = fields.iter().any(|f| !ours(&f));
-        if stale.is_empty() && !others {
-            return None;
-        }
-        let mut ops = vec![PatchOperation::Test(TestOperation {
-            path: "/metadata/resourceVersion".parse().ok()?,
-            value: serde_json::json!(meta.resource_version),
-        })];
-        for k in stale {
-            let path = format!(
-                "/metadata/annotations/{}",
-                k.replace('~', "~0").replace('/', "~1")
-            );
-            ops.push(PatchOperation::Remove(RemoveOperation {
-                path: path.parse().ok()?,
-            }));
-        }
-        if others {
-            // Only our apply's entry stays: the fields are ours alone from now on.
-            let kept: Vec<_> = fields.iter().filter(ours).collect();
-            ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: "/metadata/managedFields".parse().ok()?,
-                value: serde_json::to_value(kept).ok()?,
-            }));
-        }
-        Some(json_patch::Patch(ops))
-    }
 }
 
 fn describe(namespace: &str, secret: &str, outcome: &SecretOutcome) -> String {
@@ -685,54 +362,10 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_names_the_verb_the_server_refused() {
-        let forbidden = |message: &str| {
-            let s: kube::core::Status = serde_json::from_value(serde_json::json!({
-                "status": "Failure", "code": 403, "reason": "Forbidden", "message": message,
-            }))
-            .unwrap();
-            kube::Error::Api(s.boxed())
-        };
-        let msg = r#"secrets "regcred" is forbidden: User "u" cannot create resource "secrets" in API group "" in the namespace "t""#;
-        let e = WriteError::from_kube("t", "regcred", "patch", forbidden(msg));
-        assert!(e.to_string().contains("grant create on secrets"), "{e}");
-        let e = WriteError::from_kube("t", "regcred", "patch", forbidden("no verb here"));
-        assert!(e.to_string().contains("grant patch on secrets"), "{e}");
-    }
-
-    #[test]
     fn manifest_is_yaml_with_base64_data() {
         let y = manifest_yaml(&desired(b"{\"auths\":{}}").to_secret("team-a", "default"));
         assert!(y.contains("kind: Secret"), "{y}");
         assert!(y.contains("type: kubernetes.io/dockerconfigjson"), "{y}");
         assert!(y.contains("eyJhdXRocyI6e319"), "{y}");
-    }
-
-    #[test]
-    fn a_terminating_namespace_is_not_reported_as_an_rbac_problem() {
-        let status = |cause: &str, message: &str| {
-            let s: kube::core::Status = serde_json::from_value(serde_json::json!({
-                "status": "Failure", "code": 403, "reason": "Forbidden", "message": message,
-                "details": {"kind": "secrets", "name": "regcred",
-                            "causes": [{"reason": cause, "message": message, "field": "metadata.namespace"}]}
-            }))
-            .unwrap();
-            kube::Error::Api(s.boxed())
-        };
-        let msg = "unable to create new content in namespace t because it is being terminated";
-        let e = WriteError::from_kube("t", "regcred", "patch", status("NamespaceTerminating", msg));
-        assert_eq!(e.metric_label(), "namespace_terminating");
-        assert!(e.to_string().contains("being deleted"), "{e}");
-        assert!(!e.to_string().contains("grant"), "{e}");
-        let e = WriteError::from_kube("t", "regcred", "patch", status("", "nope"));
-        assert_eq!(e.metric_label(), "forbidden");
-    }
-
-    #[test]
-    fn payload_debug_is_redacted() {
-        assert_eq!(
-            format!("{:?}", Payload::new(b"abc".to_vec())),
-            "Payload([redacted; 3 bytes])"
-        );
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Shared;
+use super::DaemonState;
 use super::pass::{Finished, Passes};
 use crate::cycle::{self, CycleReport, NamespaceReport};
 use crate::namespaces::Decision;
@@ -36,7 +36,7 @@ pub(super) type SecretMeta = PartialObjectMeta<Secret>;
 
 /// What every reconcile shares.
 pub(super) struct Context {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<DaemonState>,
     pub namespaces: Store<NamespaceMeta>,
     /// The managed secrets that exist, by configured name: what pruning deletes, without a
     /// list per namespace.
@@ -58,7 +58,7 @@ pub(super) enum ReconcileError {
 
 /// Runs the controller until `cancel`; `refreshed` says a source has fresh credentials.
 pub(super) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<DaemonState>,
     mut refreshed: mpsc::UnboundedReceiver<()>,
     relisted: mpsc::UnboundedSender<()>,
     cancel: CancellationToken,
@@ -218,7 +218,7 @@ fn changes<K>(
     + Send
     + 'static,
     kind: &'static str,
-    shared: Arc<Shared>,
+    shared: Arc<DaemonState>,
     relisted: mpsc::UnboundedSender<()>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
@@ -404,7 +404,7 @@ pub(super) fn retryable_failures(report: &NamespaceReport) -> usize {
 }
 
 /// Counts outcomes and raises Events for the failures a cluster user should see.
-async fn record(shared: &Shared, ns: &NamespaceReport) {
+async fn record(shared: &DaemonState, ns: &NamespaceReport) {
     for (secret, o) in &ns.secrets {
         let result = match o {
             SecretOutcome::Created => "created",

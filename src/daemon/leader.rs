@@ -20,11 +20,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{DaemonError, Shared, work};
+use super::{DaemonError, DaemonState, work};
 use crate::config::LeaderConfig;
 
 pub async fn run_as_leader(
-    shared: Arc<Shared>,
+    shared: Arc<DaemonState>,
     lease: LeaderConfig,
     cancel: CancellationToken,
 ) -> Result<(), DaemonError> {

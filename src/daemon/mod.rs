@@ -37,8 +37,9 @@ pub enum DaemonError {
     Lease(String),
 }
 
-/// State shared by the timers, the reconciler and the admin server.
-pub struct Shared {
+/// What the daemon holds while it runs: configuration, clients, the cached credentials,
+/// metrics and readiness. Shared by the source timers, the controller and the admin server.
+pub struct DaemonState {
     config: Config,
     /// For requests, each with a deadline.
     client: kube::Client,
@@ -53,7 +54,7 @@ pub struct Shared {
     recorder: Option<Recorder>,
 }
 
-impl Shared {
+impl DaemonState {
     pub async fn new(
         config: Config,
         client: kube::Client,
@@ -90,7 +91,7 @@ impl Shared {
 
     /// Ready once a complete cycle has run and while no cached credential has expired. A
     /// standby replica is ready: it serves nothing and is healthy.
-    pub fn readiness(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), String> {
         if self.standby.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -111,7 +112,7 @@ impl Shared {
         }
     }
 
-    pub fn update_expiry_gauges(&self) {
+    fn update_gauges(&self) {
         let now = Utc::now();
         for (name, c) in self.snapshot() {
             if let Some(exp) = c.expires_at {
@@ -160,10 +161,22 @@ impl Shared {
     }
 }
 
+impl crate::admin::Health for DaemonState {
+    fn readiness(&self) -> Result<(), String> {
+        self.ready()
+    }
+
+    fn metrics_text(&self) -> String {
+        self.update_gauges();
+        self.metrics.sample_runtime();
+        self.metrics.encode()
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves, then stops taking work, lets in-flight writes
 /// finish within the configured bound, releases the lease, and returns.
 pub async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<DaemonState>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let cancel = CancellationToken::new();
@@ -209,7 +222,7 @@ pub async fn run(
 }
 
 /// The leader's work: a timer per source and the controller, until `cancel`.
-async fn work(shared: Arc<Shared>, cancel: CancellationToken) {
+async fn work(shared: Arc<DaemonState>, cancel: CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
     for idx in 0..shared.providers.len() {

@@ -23,8 +23,7 @@ pub enum SaOutcome {
 
 impl Writer {
     /// Adds references to `secrets` to a ServiceAccount's `imagePullSecrets`, keeping every
-    /// other entry. That list is atomic on ServiceAccount, so server-side apply would replace
-    /// it whole: read, modify, and patch with a resourceVersion precondition instead.
+    /// other entry.
     pub async fn reference_from_service_account(
         &self,
         namespace: &str,
@@ -32,90 +31,91 @@ impl Writer {
         secrets: &[&str],
     ) -> SaOutcome {
         let span = info_span!("service_account", namespace, service_account = sa);
-        async {
-            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-            for _attempt in 0..5 {
-                let cur = match api.get_opt(sa).await {
-                    Ok(Some(cur)) => cur,
-                    Ok(None) => return SaOutcome::Missing,
-                    Err(e) => return SaOutcome::Failed(e.to_string()),
-                };
-                let mut refs = cur.image_pull_secrets.clone().unwrap_or_default();
-                let missing: Vec<&str> = secrets
+        let dry = matches!(self.mode, WriteMode::DryRunClient | WriteMode::Diff);
+        self.modify_references(namespace, sa, dry, |refs| {
+            let missing: Vec<String> = secrets
+                .iter()
+                .filter(|s| !refs.iter().any(|r| r.name == **s))
+                .map(|s| s.to_string())
+                .collect();
+            refs.extend(
+                missing
                     .iter()
-                    .copied()
-                    .filter(|s| !refs.iter().any(|r| r.name == *s))
-                    .collect();
-                if missing.is_empty() {
-                    self.remember("serviceaccount", &cur.metadata);
-                    return SaOutcome::Unchanged;
-                }
-                if matches!(self.mode, WriteMode::DryRunClient | WriteMode::Diff) {
-                    return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
-                }
-                refs.extend(missing.iter().map(|s| LocalObjectReference {
-                    name: s.to_string(),
-                }));
-                let patch = json!({
-                    "metadata": { "resourceVersion": cur.metadata.resource_version },
-                    "imagePullSecrets": refs,
-                });
-                let pp = PatchParams {
-                    dry_run: self.mode == WriteMode::DryRunServer,
-                    field_manager: Some(self.field_manager.clone()),
-                    ..Default::default()
-                };
-                match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
-                    Ok(written) => {
-                        if !pp.dry_run {
-                            self.remember("serviceaccount", &written.metadata);
-                        }
-                        return SaOutcome::Patched(missing.iter().map(|s| s.to_string()).collect());
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        debug!("serviceaccount changed under us, retrying");
-                    }
-                    Err(e) => return SaOutcome::Failed(e.to_string()),
-                }
-            }
-            SaOutcome::Failed(
-                "kept conflicting with concurrent updates (409) after 5 attempts".into(),
-            )
-        }
+                    .map(|s| LocalObjectReference { name: s.clone() }),
+            );
+            missing
+        })
         .instrument(span)
         .await
     }
 
     /// Removes our reference to `secret` from a ServiceAccount (pruning), keeping every other
-    /// entry; same read-modify-patch with a resourceVersion precondition as adding.
+    /// entry.
     pub async fn remove_reference(&self, namespace: &str, sa: &str, secret: &str) {
+        let o = self
+            .modify_references(namespace, sa, false, |refs| {
+                let before = refs.len();
+                refs.retain(|r| r.name != secret);
+                if refs.len() < before {
+                    vec![secret.to_string()]
+                } else {
+                    vec![]
+                }
+            })
+            .await;
+        if let SaOutcome::Failed(error) = o {
+            tracing::warn!(namespace, service_account = sa, %error, "cannot remove pruned reference");
+        }
+    }
+
+    /// Reads the ServiceAccount, lets `change` edit its `imagePullSecrets` (returning what it
+    /// changed), and patches the result guarded by the resourceVersion read; a conflict is a
+    /// fresh read and another try. `dry`: report the change without sending it.
+    async fn modify_references(
+        &self,
+        namespace: &str,
+        sa: &str,
+        dry: bool,
+        change: impl Fn(&mut Vec<LocalObjectReference>) -> Vec<String>,
+    ) -> SaOutcome {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         for _attempt in 0..5 {
-            let Ok(Some(cur)) = api.get_opt(sa).await else {
-                return;
+            let cur = match api.get_opt(sa).await {
+                Ok(Some(cur)) => cur,
+                Ok(None) => return SaOutcome::Missing,
+                Err(e) => return SaOutcome::Failed(e.to_string()),
             };
-            let refs = cur.image_pull_secrets.clone().unwrap_or_default();
-            if !refs.iter().any(|r| r.name == secret) {
-                return;
+            let mut refs = cur.image_pull_secrets.clone().unwrap_or_default();
+            let changed = change(&mut refs);
+            if changed.is_empty() {
+                self.remember("serviceaccount", &cur.metadata);
+                return SaOutcome::Unchanged;
             }
-            let kept: Vec<&LocalObjectReference> =
-                refs.iter().filter(|r| r.name != secret).collect();
+            if dry {
+                return SaOutcome::Patched(changed);
+            }
             let patch = json!({
                 "metadata": { "resourceVersion": cur.metadata.resource_version },
-                "imagePullSecrets": kept,
+                "imagePullSecrets": refs,
             });
             let pp = PatchParams {
+                dry_run: self.mode == WriteMode::DryRunServer,
                 field_manager: Some(self.field_manager.clone()),
                 ..Default::default()
             };
             match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
-                Ok(_) => return,
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(error) => {
-                    tracing::warn!(namespace, service_account = sa, %error, "cannot remove pruned reference");
-                    return;
+                Ok(written) => {
+                    if !pp.dry_run {
+                        self.remember("serviceaccount", &written.metadata);
+                    }
+                    return SaOutcome::Patched(changed);
                 }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    debug!("serviceaccount changed under us, retrying");
+                }
+                Err(e) => return SaOutcome::Failed(e.to_string()),
             }
         }
+        SaOutcome::Failed("kept conflicting with concurrent updates (409) after 5 attempts".into())
     }
 }

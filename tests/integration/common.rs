@@ -319,11 +319,22 @@ pub fn free_port() -> std::net::SocketAddr {
 impl DaemonProc {
     pub async fn start(s: &Scratch, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let admin = free_port();
+        Self::start_listening(s, args, envs, &admin.to_string(), admin).await
+    }
+
+    /// `listen` is the `--admin-addr` given; `admin` where the test reaches it.
+    pub async fn start_listening(
+        s: &Scratch,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        listen: &str,
+        admin: std::net::SocketAddr,
+    ) -> Self {
         let log = s.dir.join(unique("daemon.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = tokio::process::Command::new(bin());
         cmd.args(args)
-            .args(["--admin-addr", &admin.to_string()])
+            .args(["--admin-addr", listen])
             .env("REGCRED_LOG", "info,regcred_refresher=debug")
             .stdout(std::process::Stdio::null())
             .stderr(file)

@@ -561,3 +561,35 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
         Some(true)
     );
 }
+
+/// The default admin address, `[::]`, answers probes on IPv6 and IPv4 alike (IPv6-only and
+/// dual-stack clusters probe the pod over IPv6).
+#[tokio::test]
+async fn the_admin_server_answers_on_ipv6_and_ipv4() {
+    let s = Scratch::new().await;
+    let p = unique("dv6");
+    s.namespace(&p, &[], &[]).await;
+    let pw = s.file("pw", "pw-1");
+    let cfg = s.file(
+        "c.yaml",
+        &static_cfg(&pw, &format!("{{ include: [\"{p}-*\"] }}")),
+    );
+    let port = free_port().port();
+    let v4: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut d = DaemonProc::start_listening(
+        &s,
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        &format!("[::]:{port}"),
+        v4,
+    )
+    .await;
+    assert_eq!(d.get("/healthz").await.map(|r| r.0), Some(200));
+    d.admin = (std::net::Ipv6Addr::LOCALHOST, port).into();
+    assert_eq!(
+        d.get("/healthz").await.map(|r| r.0),
+        Some(200),
+        "[::1]: {}",
+        d.logs()
+    );
+}
