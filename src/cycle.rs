@@ -137,6 +137,7 @@ pub async fn write_namespace(
     namespace: String,
     plan: &Plan,
     live: Option<&Live>,
+    accounts: &dyn KnownServiceAccounts,
 ) -> NamespaceReport {
     let mut r = NamespaceReport {
         namespace,
@@ -168,9 +169,17 @@ pub async fn write_namespace(
         .collect();
     if !in_place.is_empty() && config.write_mode != WriteMode::DryRunClient {
         for sa in &config.service_accounts {
-            let o = writer
-                .reference_from_service_account(&r.namespace, sa, &in_place)
-                .await;
+            let o = match accounts.references(&r.namespace, sa) {
+                Known::Absent => SaOutcome::Missing,
+                Known::References(refs) if in_place.iter().all(|s| refs.iter().any(|r| r == s)) => {
+                    SaOutcome::Unchanged
+                }
+                _ => {
+                    writer
+                        .reference_from_service_account(&r.namespace, sa, &in_place)
+                        .await
+                }
+            };
             if config.write_mode == WriteMode::Diff
                 && let SaOutcome::Patched(added) = &o
             {
@@ -184,6 +193,27 @@ pub async fn write_namespace(
         }
     }
     r
+}
+
+/// What is already known of a ServiceAccount without asking the API server (the daemon's
+/// watch holds it), so an unchanged one costs no request.
+pub enum Known {
+    Unknown,
+    Absent,
+    References(Vec<String>),
+}
+
+pub trait KnownServiceAccounts: Sync {
+    fn references(&self, namespace: &str, service_account: &str) -> Known;
+}
+
+/// Nothing is known: every ServiceAccount is read (`--once`).
+pub struct AskTheServer;
+
+impl KnownServiceAccounts for AskTheServer {
+    fn references(&self, _: &str, _: &str) -> Known {
+        Known::Unknown
+    }
 }
 
 #[derive(Debug, Default)]

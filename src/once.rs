@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::config::{Config, WriteMode};
 use crate::credentials::Credentials;
-use crate::cycle::{CycleReport, NamespaceReport, Plan, plan, write_namespace};
+use crate::cycle::{AskTheServer, CycleReport, NamespaceReport, Plan, plan, write_namespace};
 use crate::namespaces;
 use crate::providers::Provider;
 use crate::writer::decide::Verdict;
@@ -167,7 +167,7 @@ async fn write_resolved(
     let targets = resolution.targets.len();
     let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
         .take_until(stop.cancelled())
-        .map(|ns| write_namespace(writer, config, ns, plan, live))
+        .map(|ns| write_namespace(writer, config, ns, plan, live, &AskTheServer))
         .buffer_unordered(config.concurrency)
         .collect()
         .await;

@@ -41,6 +41,9 @@ pub(super) struct Context {
     /// The managed secrets that exist, by configured name: what pruning deletes, without a
     /// list per namespace.
     pub held: Vec<(String, Store<SecretMeta>)>,
+    /// The configured ServiceAccounts that exist, reduced to their `imagePullSecrets`: a
+    /// reconcile reads one only when it lacks a reference.
+    accounts: Vec<(String, Store<ServiceAccount>)>,
     passes: Passes,
     /// Consecutive failed reconciles by namespace, for the backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
@@ -72,10 +75,18 @@ pub(super) async fn run(
         held.push((s.name.clone(), r));
         held_writers.push((s.name.clone(), w));
     }
+    let mut accounts = Vec::new();
+    let mut account_writers = Vec::new();
+    for name in &shared.config.service_accounts {
+        let (r, w) = reflector::store();
+        accounts.push((name.clone(), r));
+        account_writers.push((name.clone(), w));
+    }
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         namespaces: ns_reader.clone(),
         held,
+        accounts,
         passes: Passes::default(),
         failures: Mutex::default(),
         swept: AtomicBool::new(false),
@@ -129,16 +140,21 @@ pub(super) async fn run(
             .reflect(writer);
         controller = controller.watches_stream(
             changes(stream, "secret", shared.clone(), relisted.clone()),
-            to_namespace::<Secret>,
+            to_namespace::<SecretMeta>,
         );
     }
-    for name in &shared.config.service_accounts {
+    for (name, writer) in account_writers {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let stream = watcher(
-            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
-            cfg,
-        )
-        .default_backoff();
+        let stream = watcher(Api::<ServiceAccount>::all(client.clone()), cfg)
+            .default_backoff()
+            .modify(|sa| {
+                *sa = ServiceAccount {
+                    metadata: identity(&sa.metadata),
+                    image_pull_secrets: sa.image_pull_secrets.take(),
+                    ..Default::default()
+                }
+            })
+            .reflect(writer);
         controller = controller.watches_stream(
             changes(stream, "serviceaccount", shared.clone(), relisted.clone()),
             to_namespace::<ServiceAccount>,
@@ -206,41 +222,40 @@ fn identity(m: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-fn to_namespace<K>(obj: PartialObjectMeta<K>) -> Option<ObjectRef<NamespaceMeta>> {
-    obj.metadata.namespace.map(|ns| ObjectRef::new(&ns))
+fn to_namespace<K: kube::Resource>(obj: K) -> Option<ObjectRef<NamespaceMeta>> {
+    obj.meta().namespace.as_deref().map(ObjectRef::new)
 }
 
 /// The changes of a watched kind that call for a look at their namespace: not the initial
 /// list (the start-up pass covers it), not the echo of our own write. A re-list after the
 /// first (the watch lost track) calls for a pass: a deletion missed meanwhile is in no event.
 fn changes<K>(
-    stream: impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>
-    + Send
-    + 'static,
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     kind: &'static str,
     shared: Arc<DaemonState>,
     relisted: mpsc::UnboundedSender<()>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource + Send + 'static,
-    PartialObjectMeta<K>: Send,
 {
     let mut listed_once = false;
     stream.filter_map(move |ev| {
         let out = match ev {
             Ok(watcher::Event::Apply(obj)) => {
-                if shared.writer.is_echo(kind, &obj.metadata) {
+                let m = obj.meta();
+                if shared.writer.is_echo(kind, m) {
                     None
                 } else {
-                    debug!(kind, namespace = ?obj.metadata.namespace, name = ?obj.metadata.name, "change seen");
+                    debug!(kind, namespace = ?m.namespace, name = ?m.name, "change seen");
                     Some(Ok(obj))
                 }
             }
             Ok(watcher::Event::Delete(obj)) => {
-                if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
+                let m = obj.meta();
+                if let (Some(ns), Some(name)) = (&m.namespace, &m.name) {
                     shared.writer.forget(kind, ns, name);
                 }
-                debug!(kind, namespace = ?obj.metadata.namespace, name = ?obj.metadata.name, "deletion seen");
+                debug!(kind, namespace = ?m.namespace, name = ?m.name, "deletion seen");
                 Some(Ok(obj))
             }
             Ok(watcher::Event::InitDone) => {
@@ -258,6 +273,29 @@ where
         };
         std::future::ready(out)
     })
+}
+
+impl cycle::KnownServiceAccounts for Context {
+    /// From the watch, once it has listed; before that, unknown (read from the server).
+    fn references(&self, namespace: &str, service_account: &str) -> cycle::Known {
+        let Some((_, store)) = self.accounts.iter().find(|(n, _)| n == service_account) else {
+            return cycle::Known::Unknown;
+        };
+        let listed = futures::FutureExt::now_or_never(store.wait_until_ready());
+        if !matches!(listed, Some(Ok(()))) {
+            return cycle::Known::Unknown;
+        }
+        match store.get(&ObjectRef::new(service_account).within(namespace)) {
+            None => cycle::Known::Absent,
+            Some(sa) => cycle::Known::References(
+                sa.image_pull_secrets
+                    .iter()
+                    .flatten()
+                    .map(|r| r.name.clone())
+                    .collect(),
+            ),
+        }
+    }
 }
 
 impl Context {
@@ -328,8 +366,15 @@ async fn reconcile(ns: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Action, 
         ctx.finish(ctx.passes.drop_namespace(&name));
         return Ok(Action::await_change());
     }
-    let report =
-        cycle::write_namespace(&shared.writer, &shared.config, name.clone(), &plan, None).await;
+    let report = cycle::write_namespace(
+        &shared.writer,
+        &shared.config,
+        name.clone(),
+        &plan,
+        None,
+        &*ctx,
+    )
+    .await;
     record(shared, &report).await;
     let failed = retryable_failures(&report);
     let due = report.due;

@@ -38,8 +38,15 @@ impl Rig {
     }
 
     async fn daemon(&self, namespaces: &str, extra: &[&str]) -> DaemonProc {
+        self.daemon_with(namespaces, "", extra).await
+    }
+
+    async fn daemon_with(&self, namespaces: &str, more: &str, extra: &[&str]) -> DaemonProc {
         let pw = self.s.file(&unique("pw"), "pw-1");
-        let cfg = self.s.file(&unique("c.yaml"), &static_cfg(&pw, namespaces));
+        let cfg = self.s.file(
+            &unique("c.yaml"),
+            &format!("{}{more}", static_cfg(&pw, namespaces)),
+        );
         let kubeconfig = kubeconfig_via(
             &self.s,
             std::path::Path::new(&env("REGCRED_TEST_KUBECONFIG")),
@@ -306,5 +313,52 @@ async fn a_secret_deleted_while_the_watch_had_lost_track_is_restored() {
         log.iter()
             .filter(|e| e["path"].as_str().unwrap().contains("secrets?"))
             .collect::<Vec<_>>()
+    );
+}
+
+/// A ServiceAccount that already references our secret is not read again at every look at
+/// its namespace: the watch holds what it references.
+#[tokio::test]
+async fn an_unchanged_service_account_costs_no_request() {
+    let r = Rig::new(json!([])).await;
+    let a = r.s.namespace(&r.prefix, &[], &[]).await;
+    default_service_account(&r.s.client, &a).await;
+    let d = r
+        .daemon_with(&r.all(), "serviceAccounts: [default]\n", &[])
+        .await;
+    let path = format!("/api/v1/namespaces/{a}/serviceaccounts/default");
+    let referenced = || async {
+        default_service_account(&r.s.client, &a)
+            .await
+            .image_pull_secrets
+            .is_some_and(|refs| refs.iter().any(|x| x.name == "regcred"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), referenced).await,
+        "{}",
+        d.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reads = r.api.seen("GET", &path).await.len();
+    // Ten looks at the namespace (each relabel is a reconcile), none needs the account.
+    for i in 0..10 {
+        r.relabel(&a, "churn", &i.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.api.seen("GET", &path).await.len(), reads, "{}", d.logs());
+    // A reference removed by hand is put back: the watch shows the change.
+    let api = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(r.s.client.clone(), &a);
+    api.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"imagePullSecrets": null})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), referenced).await,
+        "{}",
+        d.logs()
     );
 }
