@@ -203,8 +203,8 @@ pub async fn resolve(
         // Let the server do the selector work; `decide` checks it again for the watch path.
         lp = lp.labels(&sel);
     }
-    let list = match api.list_metadata(&lp).await {
-        Ok(list) => list.items,
+    let list = match list_pages(&api, lp).await {
+        Ok(list) => list,
         Err(kube::Error::Api(status)) if status.code == 403 && only_literals(filter) => {
             warn!("may not list namespaces; targeting the configured names as given");
             let mut r = Resolution::default();
@@ -219,6 +219,26 @@ pub async fn resolve(
         Err(source) => return Err(NamespaceError::List { source }),
     };
     Ok(classify(filter, &list))
+}
+
+/// Every namespace's metadata, a page at a time, without managedFields (their bulk).
+async fn list_pages(
+    api: &Api<Namespace>,
+    lp: ListParams,
+) -> Result<Vec<PartialObjectMeta<Namespace>>, kube::Error> {
+    let mut lp = lp.limit(500);
+    let mut all = Vec::new();
+    loop {
+        let page = api.list_metadata(&lp).await?;
+        all.extend(page.items.into_iter().map(|mut ns| {
+            ns.metadata.managed_fields = None;
+            ns
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
 }
 
 fn only_literals(filter: &NamespaceFilter) -> bool {

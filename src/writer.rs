@@ -60,6 +60,9 @@ impl SecretOutcome {
     }
 }
 
+/// Secrets per page of a list: bounds the size of one response.
+const LIST_PAGE: u32 = 500;
+
 /// Live secrets by (namespace, name), read in one list per configured name.
 pub type Live = BTreeMap<(String, String), Secret>;
 
@@ -181,20 +184,30 @@ impl Writer {
         let api: Api<Secret> = Api::all(self.client.clone());
         let mut live = Live::new();
         for name in names {
-            let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
-            match api.list(&lp).await {
-                Ok(list) => {
-                    for s in list.items {
-                        if let (Some(ns), Some(n)) =
-                            (s.metadata.namespace.clone(), s.metadata.name.clone())
-                        {
-                            live.insert((ns, n), s);
-                        }
+            // Paged: no single response (nor buffer) holds every secret of a name at once.
+            let mut lp = kube::api::ListParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .limit(LIST_PAGE);
+            loop {
+                let page = match api.list(&lp).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        debug!(%error, "cannot list secrets by name; reading each namespace instead");
+                        return None;
+                    }
+                };
+                for mut s in page.items {
+                    // The bulk of each object, and no decision reads it.
+                    s.metadata.managed_fields = None;
+                    if let (Some(ns), Some(n)) =
+                        (s.metadata.namespace.clone(), s.metadata.name.clone())
+                    {
+                        live.insert((ns, n), s);
                     }
                 }
-                Err(error) => {
-                    debug!(%error, "cannot list secrets by name; reading each namespace instead");
-                    return None;
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => lp = lp.continue_token(&token),
+                    None => break,
                 }
             }
         }
