@@ -296,3 +296,19 @@ labels:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/* Exit codes of a `--once` run (README: Exit codes): 2 is bad configuration or flags, which
+no retry can fix: fail the Job at once. 1 (a source or a target failed) counts against
+backoffLimit and is retried. An evicted or preempted pod is not the run's failure. */}}
+{{- define "regcred-refresher.podFailurePolicy" -}}
+podFailurePolicy:
+  rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: regcred-refresher
+        operator: In
+        values: [2]
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+{{- end }}
