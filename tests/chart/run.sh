@@ -329,5 +329,79 @@ refuse "a target outside the Roles fails the cycle (exit 1)" bash -c \
   "sed 's/- nsd-b/- nsd-b\n  - nsd-outside/' '$CFG' >'$CFG.2' && grep -q nsd-outside '$CFG.2' && KUBECONFIG='$KC' '$BIN' --once --config '$CFG.2'"
 refuse "and nsd-outside got nothing" kubectl -n nsd-outside get secret regcred
 
+step "lifecycle: install (cronjob), upgrade to deployment and back, uninstall with the cleanup hook"
+REL=life
+NS="rel-life"
+FULL="$REL-regcred-refresher"
+kubectl create namespace "$NS" >/dev/null
+for ns in life-a life-b life-c; do kubectl create namespace "$ns" >/dev/null; done
+reset_targets regcred life-a life-b life-c
+kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=pw3 >/dev/null
+# A hand-made secret of the same name (a conflict, never ours) and an unrelated reference.
+kubectl -n life-c create secret generic regcred --from-literal=k=v >/dev/null
+kubectl -n life-a patch serviceaccount default --type=merge -p '{"imagePullSecrets":[{"name":"other"}]}' >/dev/null
+cat >"$WORK/life.yaml" <<'EOF2'
+config:
+  namespaces: { include: ["life-*"] }
+  serviceAccounts: [default]
+cleanup: { onUninstall: true }
+EOF2
+check "helm install --no-hooks (cronjob mode, cleanup on)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
+  -f "$FIX/values-static.yaml" -f "$WORK/life.yaml" --set fullnameOverride="$FULL"
+check "the initial run is an ordinary Job of revision 1 (helm does not wait for it)" bash -c \
+  "kubectl -n $NS get job $FULL-initial-1 -o json | jq -e '.metadata.annotations[\"helm.sh/hook\"] == null and .spec.podFailurePolicy.rules[0].action == \"FailJob\"'"
+KC="$(sa_kubeconfig "$NS" "$FULL")"
+CFG="$(local_config "$REL" "$NS")"
+refuse "--once exits 1 on the hand-made secret in life-c (a conflict)" once "$KC" "$CFG"
+check "yet life-a and life-b got their secret" bash -c "kubectl -n life-a get secret regcred && kubectl -n life-b get secret regcred"
+check "helm upgrade cronjob -> deployment" helm upgrade "$REL" "$CHART" -n "$NS" --no-hooks --reuse-values --set mode=deployment
+check "the Deployment replaced the CronJob and the initial Job" bash -c \
+  "kubectl -n $NS get deployment $FULL && ! kubectl -n $NS get cronjob $FULL && ! kubectl -n $NS get job $FULL-initial-1"
+check "helm upgrade deployment -> cronjob" helm upgrade "$REL" "$CHART" -n "$NS" --no-hooks --reuse-values --set mode=cronjob
+check "the CronJob and a new initial Job are back, the Deployment gone" bash -c \
+  "kubectl -n $NS get cronjob $FULL && kubectl -n $NS get job $FULL-initial-3 && ! kubectl -n $NS get deployment $FULL"
+kubectl -n "$NS" create lease "$FULL" 2>/dev/null || kubectl -n "$NS" apply -f - >/dev/null <<EOF2
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: { name: $FULL }
+spec: { holderIdentity: life-0 }
+EOF2
+kubectl -n life-a patch serviceaccount default --type=json -p '[{"op":"add","path":"/imagePullSecrets/-","value":{"name":"other2"}}]' >/dev/null
+check "life-a's default ServiceAccount references other, regcred, other2" bash -c \
+  "[[ \$(kubectl -n life-a get sa default -o jsonpath='{.imagePullSecrets[*].name}') == 'other regcred other2' ]]"
+# No pod runs in this world, so the pre-delete hook's Job is run here: its objects as Helm
+# would create them, then its script with its own ServiceAccount's token.
+helm get hooks "$REL" -n "$NS" >"$WORK/hooks.yaml"
+check "the release's hooks include the pre-delete cleanup Job" grep -q "name: $FULL-cleanup" "$WORK/hooks.yaml"
+kubectl create -f "$WORK/hooks.yaml" >/dev/null
+CSA="system:serviceaccount:$NS:$FULL-cleanup"
+cannot "$CSA" list secrets --all-namespaces
+cannot "$CSA" delete secrets/unrelated -n st-a
+can "$CSA" list secrets/regcred --all-namespaces
+CKC="$(sa_kubeconfig "$NS" "$FULL-cleanup")"
+kubectl -n "$NS" get job "$FULL-cleanup" -o json >"$WORK/cleanup-job.json"
+run_cleanup() {
+  local -a envs
+  mapfile -t envs < <(jq -r '.spec.template.spec.containers[0].env[] | "\(.name)=\(.value)"' "$WORK/cleanup-job.json")
+  env KUBECONFIG="$CKC" "${envs[@]}" HOME="$WORK" sh -c "$(jq -r '.spec.template.spec.containers[0].command[2]' "$WORK/cleanup-job.json")"
+}
+check "the cleanup script succeeds under its own ServiceAccount" run_cleanup
+check "this release's secrets are gone from life-a and life-b" bash -c \
+  "! kubectl -n life-a get secret regcred && ! kubectl -n life-b get secret regcred"
+check "the hand-made regcred in life-c survives" kubectl -n life-c get secret regcred
+check "the other release's regcred (same name, instance static) survives" bash -c \
+  "kubectl -n st-a get secret regcred && kubectl -n st-b get secret regcred"
+check "only this release's reference left life-a's ServiceAccount" bash -c \
+  "[[ \$(kubectl -n life-a get sa default -o jsonpath='{.imagePullSecrets[*].name}') == 'other other2' ]]"
+check "the other release's reference in st-a stays" bash -c \
+  "kubectl -n st-a get sa default -o json | jq -e '.imagePullSecrets | any(.name == \"regcred\")'"
+check "the CronJob was suspended before anything was deleted" bash -c \
+  "[[ \$(kubectl -n $NS get cronjob $FULL -o jsonpath='{.spec.suspend}') == true ]]"
+check "the Lease is gone" bash -c "! kubectl -n $NS get lease $FULL"
+check "a second run finds nothing and succeeds" run_cleanup
+check "helm uninstall --no-hooks" helm uninstall "$REL" -n "$NS" --no-hooks
+check "no chart object of the release is left" bash -c \
+  "! kubectl get clusterrole $FULL && ! kubectl -n $NS get cronjob $FULL && ! kubectl -n $NS get configmap $FULL"
+
 printf '\n%d passed, %d failed\n' "$PASSED" "$FAILED"
 ((FAILED == 0))

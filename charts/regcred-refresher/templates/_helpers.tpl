@@ -44,10 +44,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "regcred-refresher.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- include "regcred-refresher.imageRef" (dict "root" . "image" .Values.image "defaultTag" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* imageRef (dict "root" $ "image" {repository, tag, digest} "defaultTag" T): a digest wins over
+the tag. global.imageRegistry (a mirror) replaces the registry of the repository: its first
+path part when that names a host (has a dot or a port, or is localhost), else it is prefixed. */}}
+{{- define "regcred-refresher.imageRef" -}}
+{{- $img := .image }}
+{{- $repo := $img.repository }}
+{{- with (.root.Values.global | default dict).imageRegistry }}
+{{- $parts := splitn "/" 2 $repo }}
+{{- if and $parts._1 (or (contains "." $parts._0) (contains ":" $parts._0) (eq $parts._0 "localhost")) }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $parts._1 }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .defaultTag $img.tag) }}
 {{- end }}
 {{- end }}
 
