@@ -262,7 +262,7 @@ cannot "$SA" create leases.coordination.k8s.io -n ecr-a
 cannot "$SA" delete leases.coordination.k8s.io/ecr-regcred-refresher -n "$NS"
 # The daemon itself (watches, Lease, events) under the same identity: ready, and holding the Lease.
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-KUBECONFIG="$KC" POD_NAME=ecr-0 POD_NAMESPACE="$NS" REGCRED_INSTANCE="$REL" "$BIN" --config "$CFG" --admin-addr "127.0.0.1:$PORT" \
+KUBECONFIG="$KC" POD_NAME=ecr-0 POD_NAMESPACE="$NS" REGCRED_INSTANCE="$REL" "$BIN" --config "$CFG" --admin-addr "[::]:$PORT" \
   --leader-election --lease-name "$REL-regcred-refresher" --lease-namespace "$NS" --prune --log-format text \
   >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
@@ -281,6 +281,9 @@ daemon_cycled() {
   return 1
 }
 check "daemon under the deployment's RBAC is healthy and completes a cycle with failed=0" daemon_cycled
+# The chart's default admin address, [::]: one dual-stack listener answers on IPv4 and IPv6.
+check "admin listener on [::] answers on 127.0.0.1 (IPv4)" curl -fsS "http://127.0.0.1:$PORT/healthz"
+check "admin listener on [::] answers on [::1] (IPv6)" curl -fsS -g "http://[::1]:$PORT/healthz"
 check "daemon holds the Lease $REL-regcred-refresher" bash -c \
   "kubectl -n $NS get lease $REL-regcred-refresher -o jsonpath='{.spec.holderIdentity}' | grep -q ."
 # No 403 but one: the other release's `regcred` secrets carry its own instance label, so this

@@ -84,6 +84,14 @@ path part when that names a host (has a dot or a port, or is localhost), else it
 {{- if and (include "regcred-refresher.daemon" .) .Values.events }}true{{ end }}
 {{- end }}
 
+{{/* The admin listener: `[::]` is dual-stack on Linux (IPv6 and, through v4-mapped addresses,
+IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters alike. */}}
+{{- define "regcred-refresher.adminAddr" -}}
+{{- $a := .Values.admin.address }}
+{{- if contains ":" $a }}{{ $a = printf "[%s]" (trimAll "[]" $a) }}{{ end }}
+{{- printf "%s:%d" $a (int .Values.admin.port) }}
+{{- end }}
+
 {{- define "regcred-refresher.leaseName" -}}
 {{- default (include "regcred-refresher.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
@@ -173,30 +181,49 @@ path part when that names a host (has a dot or a port, or is localhost), else it
 - name: regcred-refresher
   image: {{ include "regcred-refresher.image" $ }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- /* The chart's settings travel as the flags' environment variables, never as
+  arguments: clap takes a flag given on the command line over its variable, so `extraArgs` can
+  override any of them (a flag given twice would be refused). */}}
+  {{- with $v.extraArgs }}
   args:
-    - --config=/etc/regcred/config/config.yaml
-    - --log-format={{ $v.logFormat }}
-    - --log-level={{ $v.logLevel }}
-    {{- if .once }}
-    - --once
-    {{- else }}
-    - --schedule={{ $v.schedule }}
-    - --admin-addr=0.0.0.0:{{ $v.admin.port }}
-    - --events={{ $v.events }}
-    {{- if include "regcred-refresher.leaderElection" $ }}
-    - --leader-election
-    - --lease-name={{ include "regcred-refresher.leaseName" $ }}
-    - --lease-namespace={{ $.Release.Namespace }}
-    - --lease-duration={{ $v.leaderElection.leaseDuration }}
-    {{- end }}
-    {{- if include "regcred-refresher.prune" $ }}
-    - --prune
-    {{- end }}
-    {{- end }}
-    {{- range $v.extraArgs }}
+    {{- range . }}
     - {{ . | quote }}
     {{- end }}
+  {{- end }}
   env:
+    - name: REGCRED_CONFIG
+      value: /etc/regcred/config/config.yaml
+    - name: REGCRED_LOG_FORMAT
+      value: {{ $v.logFormat | quote }}
+    - name: REGCRED_LOG
+      value: {{ $v.logLevel | quote }}
+    - name: REGCRED_INSTANCE
+      value: {{ $.Release.Name | quote }}
+    {{- if .once }}
+    - name: REGCRED_ONCE
+      value: "true"
+    {{- else }}
+    - name: REGCRED_SCHEDULE
+      value: {{ $v.schedule | quote }}
+    - name: REGCRED_ADMIN_ADDR
+      value: {{ include "regcred-refresher.adminAddr" $ | quote }}
+    - name: REGCRED_EVENTS
+      value: {{ $v.events | quote }}
+    {{- if include "regcred-refresher.leaderElection" $ }}
+    - name: REGCRED_LEADER_ELECTION
+      value: "true"
+    - name: REGCRED_LEASE_NAME
+      value: {{ include "regcred-refresher.leaseName" $ | quote }}
+    - name: REGCRED_LEASE_NAMESPACE
+      value: {{ $.Release.Namespace | quote }}
+    - name: REGCRED_LEASE_DURATION
+      value: {{ $v.leaderElection.leaseDuration | quote }}
+    {{- end }}
+    {{- if include "regcred-refresher.prune" $ }}
+    - name: REGCRED_PRUNE
+      value: "true"
+    {{- end }}
+    {{- end }}
     - name: POD_NAME
       valueFrom:
         fieldRef:
@@ -205,8 +232,6 @@ path part when that names a host (has a dot or a port, or is localhost), else it
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
-    - name: REGCRED_INSTANCE
-      value: {{ $.Release.Name | quote }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
