@@ -49,6 +49,11 @@ done
 refuse "helm lint refuses mode=daemonset (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set mode=daemonset
 refuse "helm lint refuses replicaCount=two (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set replicaCount=two
 
+check "Chart.yaml has home, sources, icon and Artifact Hub annotations" bash -c \
+  "helm show chart '$CHART' | grep -q '^home: https://' && helm show chart '$CHART' | grep -q '^icon: https://' \
+   && helm show chart '$CHART' | grep -A1 '^sources:' | grep -q 'https://' \
+   && helm show chart '$CHART' | grep -q 'artifacthub.io/license:' && helm show chart '$CHART' | grep -q 'artifacthub.io/images:'"
+
 step "Dockerfile lint"
 check "hadolint Dockerfile" hadolint "$REPO/Dockerfile"
 
@@ -61,8 +66,9 @@ bash "$HERE/gen-readme.sh" "$WORK/chart-copy" >/dev/null 2>&1
 check "README.md up to date (bash tests/chart/gen-readme.sh)" diff -u "$CHART/README.md" "$WORK/chart-copy/README.md"
 
 step "kubeconform (schemas from the world's API server)"
-kubectl apply -f "$FIX/servicemonitor-crd.yaml" >/dev/null
-kubectl wait --for=condition=Established crd/servicemonitors.monitoring.coreos.com --timeout=60s >/dev/null
+kubectl apply -f "$FIX/servicemonitor-crd.yaml" -f "$FIX/monitoring-crds.yaml" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s >/dev/null \
+  crd/servicemonitors.monitoring.coreos.com crd/podmonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com
 kubectl get --raw /openapi/v2 >"$WORK/openapi.json"
 python3 "$HERE/openapi2jsonschema.py" "$WORK/openapi.json" "$WORK/schemas" 2>/dev/null
 render() { # FIXTURE RELEASE NAMESPACE [helm args...]

@@ -33,6 +33,9 @@ helm.sh/chart: {{ include "regcred-refresher.chart" . }}
 {{ include "regcred-refresher.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "regcred-refresher.serviceAccountName" -}}
@@ -334,7 +337,7 @@ annotations:
   {{- end }}
 labels:
   {{- include "regcred-refresher.selectorLabels" $ | nindent 2 }}
-  {{- with $.Values.podLabels }}
+  {{- with merge (deepCopy ($.Values.podLabels | default dict)) ($.Values.commonLabels | default dict) }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
