@@ -10,7 +10,11 @@
 #     with a token of the chart's own ServiceAccount and succeeds; dropping any single verb
 #     of the rules it uses makes it fail (necessary), and `kubectl auth can-i` shows what it
 #     cannot do (no other secret names, no namespaces outside a namespaced target list, no
-#     delete without prune, no list of secrets in cronjob mode).
+#     delete without prune, no list of secrets in cronjob mode, and with prune no list or watch
+#     of secrets without a name); the daemon's admin listener on [::] answers on IPv4 and IPv6
+#  7. lifecycle: install (cronjob), upgrade to deployment and back, then the pre-delete cleanup
+#     hook's script under its own ServiceAccount removes this release's secrets, references
+#     and Lease and nothing else; helm uninstall.
 # Needs: target/debug/regcred-refresher (cargo build), Go (tools are go-installed and cached).
 set -euo pipefail
 
