@@ -73,6 +73,12 @@ chart-test: test-deps
 docker-check:
 	bash tests/chart/dockerfile-build-check.sh
 
+# The GitHub Actions workflows (.github/workflows), with actionlint go-installed by tools.sh.
+.PHONY: actionlint
+test: actionlint
+actionlint:
+	tools="$$(bash tests/chart/tools.sh | tail -n 1)"; "$$tools/actionlint" -no-color -shellcheck "$$tools/shellcheck"
+
 # Benchmark (not part of `make test`): a refresh cycle over BENCH_SIZES namespaces against the
 # local world, beside the kubectl pipeline (baseline A) and raw server-side apply (baseline B).
 BENCH_SIZES ?= 100,1000

