@@ -10,7 +10,7 @@ use clap::{Args, Parser, ValueEnum};
     name = "regcred-refresher",
     version,
     about = "Keeps Kubernetes image pull secrets for private registries valid",
-    after_help = "Exit codes: 0 every target written or unchanged; 1 a source or namespace failed; 2 bad configuration."
+    after_help = "Exit codes: 0 every target written or unchanged (with --fail-on=sources: every source read); 1 a source or namespace failed; 2 bad configuration."
 )]
 pub struct Cli {
     /// YAML configuration file (registries, secrets, namespaces, serviceAccounts).
@@ -35,6 +35,14 @@ pub struct Cli {
     /// reached the renewal margin).
     #[arg(long, env = "REGCRED_FORCE", requires = "once", value_parser = clap::builder::BoolishValueParser::new())]
     pub force: bool,
+
+    /// What makes a --once run exit 1: `any` failure, or only `sources` (a source failed, the
+    /// cluster or its namespaces could not be read). With `sources` a problem on the tenants'
+    /// side (a secret we do not manage, a missing or forbidden namespace) is logged and
+    /// counted in the summary, and the run exits 0: an install hook or CronJob then fails only
+    /// for what its owner can fix.
+    #[arg(long, env = "REGCRED_FAIL_ON", value_enum, default_value_t = FailOn::Any)]
+    pub fail_on: FailOn,
 
     #[command(flatten)]
     pub quick: QuickEcr,
@@ -172,6 +180,11 @@ pub struct Daemon {
     #[arg(long, env = "REGCRED_PRUNE", value_parser = clap::builder::BoolishValueParser::new())]
     pub prune: bool,
 
+    /// With --prune: names no longer in the configuration whose secrets (ours only) are pruned
+    /// too, comma-separated. Read by name, so RBAC can stay restricted to names.
+    #[arg(long, env = "REGCRED_PRUNE_SECRET_NAMES", value_delimiter = ',')]
+    pub prune_secret_names: Vec<String>,
+
     /// Record Kubernetes Events for failures users should see.
     #[arg(long, env = "REGCRED_EVENTS", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub events: bool,
@@ -196,6 +209,12 @@ pub enum DryRun {
     None,
     Client,
     Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Any,
+    Sources,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

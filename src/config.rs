@@ -50,6 +50,8 @@ pub struct Config {
     pub field_manager: String,
     /// Value of the instance label on everything we write.
     pub instance: String,
+    /// What makes a `--once` run fail.
+    pub fail_on: crate::cli::FailOn,
     pub daemon: DaemonConfig,
 }
 
@@ -60,6 +62,8 @@ pub struct DaemonConfig {
     pub admin_addr: std::net::SocketAddr,
     pub leader: Option<LeaderConfig>,
     pub prune: bool,
+    /// Names no longer configured whose managed secrets are pruned too.
+    pub prune_also: Vec<String>,
     pub events: bool,
     pub shutdown_timeout: Duration,
 }
@@ -306,6 +310,7 @@ impl Config {
             provider_timeout: Duration::from_secs(t.provider_timeout),
             field_manager: t.field_manager.clone(),
             instance: t.instance.clone(),
+            fail_on: cli.fail_on,
             daemon,
         })
     }

@@ -290,6 +290,21 @@ impl CycleReport {
         }
     }
 
+    /// Whether every source was read and the targets resolved: what `--fail-on=sources`
+    /// asks of a run. Target-side problems (conflicts, missing or forbidden namespaces) do
+    /// not count.
+    pub fn sources_ok(&self) -> bool {
+        self.resolve_error.is_none()
+            && !self.interrupted
+            && self.sources.iter().all(|(_, r)| r.is_ok())
+            && self.secret_errors.is_empty()
+            && !self.namespaces.iter().any(|ns| {
+                ns.secrets.iter().any(|(_, o)| {
+                    matches!(o, SecretOutcome::Failed(WriteError::SourceFailed { .. }))
+                })
+            })
+    }
+
     /// 0 when every target is written or unchanged, 1 when anything failed.
     pub fn success(&self) -> bool {
         let t = self.totals();

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use regcred_refresher::cli::Cli;
+use regcred_refresher::cli::{Cli, FailOn};
 use regcred_refresher::config::{Config, WriteMode};
 use regcred_refresher::once::OnceRun;
 use regcred_refresher::{daemon, telemetry};
@@ -52,11 +52,15 @@ async fn run(config: Config) -> anyhow::Result<bool> {
             stop.cancel();
         }
     });
+    let fail_on = config.fail_on;
     let refresher = OnceRun::new(config, requests).await.stopped_by(stop);
     let report = refresher.run_once().await;
     print_outputs(&report, mode);
     report.log_summary(mode, true);
-    Ok(report.success())
+    Ok(match fail_on {
+        FailOn::Any => report.success(),
+        FailOn::Sources => report.sources_ok(),
+    })
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).

@@ -71,6 +71,11 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
     } else {
         None
     };
+    let mut prune_also = Vec::new();
+    for name in d.prune_secret_names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        dns_subdomain("--prune-secret-names", name, "secret name")?;
+        prune_also.push(name.to_string());
+    }
     Ok(DaemonConfig {
         policy: crate::schedule::Policy {
             cron,
@@ -82,6 +87,7 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
         admin_addr: d.admin_addr,
         leader,
         prune: d.prune,
+        prune_also,
         events: d.events,
         shutdown_timeout: Duration::from_secs(d.shutdown_timeout),
     })

@@ -2,6 +2,8 @@
 //! carry our instance label are touched, and each delete is preconditioned on the uid we saw,
 //! so a secret re-created meanwhile by someone else survives.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
@@ -28,31 +30,49 @@ pub(super) async fn namespace(ctx: &Context, namespace: &str) {
     }
 }
 
-/// Once, after the first pass: managed secrets of names no longer configured, and any in a
-/// namespace that is not a target (for instance one relabelled while no refresher ran).
+/// Once, after the first pass: managed secrets in namespaces that are not targets (one
+/// relabelled while no refresher ran), from the watch of each configured name, and every
+/// managed secret of the names given in `--prune-secret-names` (no longer configured), read
+/// by name. No list of secrets without a name: RBAC can restrict this identity to names.
 pub(super) async fn sweep(ctx: &Context) {
     let shared = &ctx.shared;
-    let api: Api<Secret> = Api::all(shared.client.clone());
-    let lp = ListParams::default().labels(&managed_selector(&shared.config.instance));
-    let list = match api.list_metadata(&lp).await {
-        Ok(l) => l.items,
-        Err(error) => {
-            warn!(%error, "prune: cannot list managed secrets");
-            return;
-        }
+    let not_target = |ns: &str| {
+        ctx.namespaces
+            .get(&ObjectRef::new(ns))
+            .is_some_and(|meta| ctx.decide_for(&meta) != Decision::Target)
     };
-    let victims: Vec<(String, String, Option<String>)> = list
-        .into_iter()
-        .filter_map(|s| Some((s.metadata.namespace?, s.metadata.name?, s.metadata.uid)))
-        .filter(|(ns, name, _)| {
-            let configured = shared.config.secrets.iter().any(|s| &s.name == name);
-            let target = ctx
-                .namespaces
-                .get(&ObjectRef::new(ns))
-                .is_some_and(|meta| ctx.decide_for(&meta) == Decision::Target);
-            !configured || !target
-        })
-        .collect();
+    let mut victims: Vec<(String, String, Option<String>)> = Vec::new();
+    for (name, store) in &ctx.held {
+        let listed = tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await;
+        if !matches!(listed, Ok(Ok(()))) {
+            warn!(secret = %name, "prune: the watch of managed secrets has not listed; sweep skipped");
+            continue;
+        }
+        for s in store.state() {
+            let Some(ns) = s.metadata.namespace.clone() else {
+                continue;
+            };
+            if not_target(&ns) {
+                victims.push((ns, name.clone(), s.metadata.uid.clone()));
+            }
+        }
+    }
+    let api: Api<Secret> = Api::all(shared.client.clone());
+    let labels = managed_selector(&shared.config.instance);
+    for name in &shared.config.daemon.prune_also {
+        if shared.config.secrets.iter().any(|s| &s.name == name) {
+            continue;
+        }
+        let lp = ListParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .labels(&labels);
+        match api.list_metadata(&lp).await {
+            Ok(l) => victims.extend(l.items.into_iter().filter_map(|s| {
+                Some((s.metadata.namespace?, s.metadata.name?, s.metadata.uid))
+            })),
+            Err(error) => warn!(secret = %name, %error, "prune: cannot list secrets of that name"),
+        }
+    }
     futures::stream::iter(victims)
         .for_each_concurrent(shared.config.concurrency, |(ns, name, uid)| async move {
             delete(ctx, &ns, &name, uid).await;

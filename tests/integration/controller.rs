@@ -362,3 +362,61 @@ async fn an_unchanged_service_account_costs_no_request() {
         d.logs()
     );
 }
+
+/// `--prune-secret-names`: the managed secrets of a name no longer configured are pruned,
+/// read by name; a same-named secret we do not manage stays.
+#[tokio::test]
+async fn names_no_longer_configured_are_pruned_by_name() {
+    let r = Rig::new(json!([])).await;
+    let a = r.s.namespace(&r.prefix, &[], &[]).await;
+    let b = r.s.namespace(&r.prefix, &[], &[]).await;
+    let secret = |labels: Option<std::collections::BTreeMap<String, String>>| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("oldcred".into()),
+            labels,
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        string_data: Some([(".dockerconfigjson".to_string(), "{\"auths\":{}}".to_string())].into()),
+        ..Default::default()
+    };
+    let ours = [
+        ("app.kubernetes.io/managed-by", "regcred-refresher"),
+        ("regcred-refresher.io/instance", "default"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Api::<Secret>::namespaced(r.s.client.clone(), &a)
+        .create(&Default::default(), &secret(Some(ours)))
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(r.s.client.clone(), &b)
+        .create(&Default::default(), &secret(None))
+        .await
+        .unwrap();
+    let d = r
+        .daemon(&r.all(), &["--prune", "--prune-secret-names", "oldcred"])
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            r.s.secret(&a, "oldcred").await.is_none()
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    assert!(r.s.secret(&b, "oldcred").await.is_some(), "not ours: kept");
+    assert!(r.s.secret(&a, "regcred").await.is_some());
+    assert!(
+        !r.api
+            .seen("GET", "/api/v1/secrets?")
+            .await
+            .iter()
+            .any(|e| {
+                let p = e["path"].as_str().unwrap();
+                !p.contains("watch=true") && !p.contains("fieldSelector=metadata.name")
+            }),
+        "a list of secrets without a name"
+    );
+}

@@ -161,3 +161,54 @@ async fn a_failed_source_leaves_the_last_good_secret() {
     assert_eq!(rv(&after), rv(&before));
     assert_eq!(auths(&after)["quay.io"]["password"], "first-password");
 }
+
+/// `--fail-on=sources` (the chart's install hook and CronJob): a secret of ours' name that a
+/// tenant made, or a namespace named but missing, is reported and the run exits 0; a source
+/// that fails still fails the run. The default, `any`, fails on both.
+#[tokio::test]
+async fn fail_on_sources_passes_tenant_problems_and_fails_a_source() {
+    let s = Scratch::new().await;
+    let ok = s.namespace("fo", &[], &[]).await;
+    let tenant = s.namespace("fo", &[], &[]).await;
+    let foreign = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("regcred".into()),
+            ..Default::default()
+        },
+        string_data: Some([("x".to_string(), "hand-made".to_string())].into()),
+        ..Default::default()
+    };
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(s.client.clone(), &tenant)
+        .create(&Default::default(), &foreign)
+        .await
+        .unwrap();
+    let missing = unique("fo-missing");
+    let doc = format!(
+        r#"{{"auths":{{"quay.io":{{"username":"bot","password":"pw-1","auth":"{}"}}}}}}"#,
+        b64("bot:pw-1")
+    );
+    let file = s.file("dcj", &doc);
+    let cfg = s.file(
+        "c.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {{ include: [{ok}, {tenant}, {missing}] }}\n",
+            file.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let any = run_bin(&["--once", "--config", cfg], &[]).await;
+    assert_eq!(any.code, 1, "{any:?}");
+    let sources = run_bin(&["--once", "--config", cfg, "--fail-on", "sources"], &[]).await;
+    assert_eq!(sources.code, 0, "{sources:?}");
+    assert!(
+        sources.stderr.contains("conflict") && sources.stderr.contains(&missing),
+        "still reported: {}",
+        sources.stderr
+    );
+    assert!(s.secret(&ok, "regcred").await.is_some());
+    // The mounted document breaks (a failure only a fetch sees): a failing source fails the
+    // run whatever --fail-on says.
+    std::fs::write(&file, "{ not json").unwrap();
+    let broken = run_bin(&["--once", "--config", cfg], &[("REGCRED_FAIL_ON", "sources")]).await;
+    assert_eq!(broken.code, 1, "{broken:?}");
+}

@@ -205,6 +205,8 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
     {{- if .once }}
     - name: REGCRED_ONCE
       value: "true"
+    - name: REGCRED_FAIL_ON
+      value: {{ $v.failOn | quote }}
     {{- else }}
     - name: REGCRED_SCHEDULE
       value: {{ $v.schedule | quote }}
@@ -225,6 +227,10 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
     {{- if include "regcred-refresher.prune" $ }}
     - name: REGCRED_PRUNE
       value: "true"
+    {{- with $v.rbac.pruneSecretNames }}
+    - name: REGCRED_PRUNE_SECRET_NAMES
+      value: {{ join "," (uniq .) | quote }}
+    {{- end }}
     {{- end }}
     {{- end }}
     - name: POD_NAME
