@@ -13,8 +13,11 @@ use clap::{Args, Parser, ValueEnum};
     after_help = "Exit codes: 0 every target written or unchanged (with --fail-on=sources: every source read); 1 a source or namespace failed; 2 bad configuration."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// YAML configuration file (registries, secrets, namespaces, serviceAccounts).
-    #[arg(long, env = "REGCRED_CONFIG", value_name = "PATH")]
+    #[arg(long, env = "REGCRED_CONFIG", value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 
     /// Run one refresh cycle and exit (for CronJobs and CI); without it, run as a daemon.
@@ -120,7 +123,12 @@ pub struct Tuning {
 
     /// Name of this installation, written as the `regcred-refresher.io/instance` label: secrets
     /// of another instance are never overwritten, watched or pruned by this one.
-    #[arg(long, env = "REGCRED_INSTANCE", default_value = "default")]
+    #[arg(
+        long,
+        env = "REGCRED_INSTANCE",
+        default_value = "default",
+        global = true
+    )]
     pub instance: String,
 
     /// Field manager name for server-side apply.
@@ -209,6 +217,14 @@ pub enum DryRun {
     None,
     Client,
     Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// For every target namespace and configured secret, read from the cluster: ours or not,
+    /// its sources, when its credentials expire and are due for renewal. Fetches nothing,
+    /// writes nothing. Exit 0 when every secret is usable by pulls, 1 otherwise.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -398,6 +398,17 @@ impl CycleReport {
         }
     }
 
+    /// `--dry-run=client`: the manifests; `--diff`: the changes, on stdout.
+    pub fn print_outputs(&self, mode: WriteMode) {
+        for ns in &self.namespaces {
+            match mode {
+                WriteMode::DryRunClient => ns.manifests.iter().for_each(|m| print!("---\n{m}")),
+                WriteMode::Diff => ns.diffs.iter().for_each(|d| println!("{d}")),
+                _ => {}
+            }
+        }
+    }
+
     pub fn log_totals(&self) {
         log_totals(&self.totals(), self.namespaces.len());
     }

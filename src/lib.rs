@@ -38,5 +38,6 @@ pub mod namespaces;
 pub mod once;
 pub mod providers;
 pub mod schedule;
+pub mod status;
 pub mod telemetry;
 pub mod writer;

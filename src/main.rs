@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use regcred_refresher::cli::{Cli, FailOn};
-use regcred_refresher::config::{Config, WriteMode};
+use regcred_refresher::cli::{Cli, Command, FailOn};
+use regcred_refresher::config::Config;
 use regcred_refresher::once::OnceRun;
 use regcred_refresher::{daemon, telemetry};
 
@@ -22,7 +22,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config).await {
+    let status = cli.command == Some(Command::Status);
+    match run(config, status).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -32,9 +33,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<bool> {
+async fn run(config: Config, status: bool) -> anyhow::Result<bool> {
     use regcred_refresher::kube_client::{REQUEST_TIMEOUT, client};
     let requests = client(Some(REQUEST_TIMEOUT)).await?;
+    if status {
+        return Ok(regcred_refresher::status::print(&config, &requests).await?);
+    }
     let mode = config.write_mode;
     if !config.once {
         let shared = daemon::DaemonState::new(config, requests, client(None).await?).await;
@@ -55,7 +59,7 @@ async fn run(config: Config) -> anyhow::Result<bool> {
     let fail_on = config.fail_on;
     let refresher = OnceRun::new(config, requests).await.stopped_by(stop);
     let report = refresher.run_once().await;
-    print_outputs(&report, mode);
+    report.print_outputs(mode);
     report.log_summary(mode, true);
     Ok(match fail_on {
         FailOn::Any => report.success(),
@@ -75,16 +79,6 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn print_outputs(report: &regcred_refresher::cycle::CycleReport, mode: WriteMode) {
-    for ns in &report.namespaces {
-        match mode {
-            WriteMode::DryRunClient => ns.manifests.iter().for_each(|m| print!("---\n{m}")),
-            WriteMode::Diff => ns.diffs.iter().for_each(|d| println!("{d}")),
-            _ => {}
         }
     }
 }

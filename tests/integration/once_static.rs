@@ -209,6 +209,54 @@ async fn fail_on_sources_passes_tenant_problems_and_fails_a_source() {
     // The mounted document breaks (a failure only a fetch sees): a failing source fails the
     // run whatever --fail-on says.
     std::fs::write(&file, "{ not json").unwrap();
-    let broken = run_bin(&["--once", "--config", cfg], &[("REGCRED_FAIL_ON", "sources")]).await;
+    let broken = run_bin(
+        &["--once", "--config", cfg],
+        &[("REGCRED_FAIL_ON", "sources")],
+    )
+    .await;
     assert_eq!(broken.code, 1, "{broken:?}");
+}
+
+/// `status`: per target and secret, read from the cluster, without a token or a write.
+#[tokio::test]
+async fn status_shows_each_target_and_fails_when_one_is_unusable() {
+    let s = Scratch::new().await;
+    let written = s.namespace("st", &[], &[]).await;
+    let empty = s.namespace("st", &[], &[]).await;
+    let pw = s.file("pw", "pw-1");
+    let cfg = s.file(
+        "c.yaml",
+        &static_cfg(&pw, &format!("{{ include: [{written}] }}")),
+    );
+    let cfg = cfg.to_str().unwrap();
+    assert_eq!(run_bin(&["--once", "--config", cfg], &[]).await.code, 0);
+    let ok = run_bin(&["status", "--config", cfg], &[]).await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let line = ok
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&written))
+        .unwrap_or_else(|| panic!("{}", ok.stdout));
+    assert!(
+        line.contains("regcred") && line.contains("valid") && line.contains("quay"),
+        "{line}"
+    );
+    assert!(!ok.stdout.contains("pw-1"), "a password in the status");
+    let both = s.file(
+        "both.yaml",
+        &static_cfg(&pw, &format!("{{ include: [{written}, {empty}] }}")),
+    );
+    let r = run_bin(&["--config", both.to_str().unwrap(), "status"], &[]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with(&empty) && l.contains("MISSING")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        s.secret(&empty, "regcred").await.is_none(),
+        "status writes nothing"
+    );
 }
