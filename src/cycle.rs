@@ -64,9 +64,11 @@ pub fn plan<'a>(
         let rendered = (|| -> Result<_, dockerconfig::DockerConfigError> {
             let mut pinned = BTreeMap::new();
             for c in have.iter().filter(|c| is_static(&c.source)) {
-                pinned.extend(dockerconfig::auths_of(&dockerconfig::render(
-                    c.entries.iter().map(|e| (c.source.as_str(), e)),
-                )?));
+                // Reduced (username and digest): compared in every namespace, and never
+                // holding a password longer than the render.
+                pinned.extend(dockerconfig::auths_of(&dockerconfig::reduce(
+                    &dockerconfig::render(c.entries.iter().map(|e| (c.source.as_str(), e)))?,
+                )));
             }
             let content = if missing.is_empty() {
                 let bytes = dockerconfig::render(

@@ -78,6 +78,40 @@ pub fn auths_of(bytes: &[u8]) -> BTreeMap<String, serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// A `.dockerconfigjson` reduced to what deciding on a write reads: each host's username and
+/// a digest of its whole entry. Held in place of the live documents of a large cluster, whose
+/// tokens would otherwise be kept in memory namespace after namespace.
+pub fn reduce(bytes: &[u8]) -> Vec<u8> {
+    let auths: BTreeMap<String, serde_json::Value> = auths_of(bytes)
+        .into_iter()
+        .map(|(host, entry)| {
+            let reduced = serde_json::json!({
+                "username": entry.get("username"),
+                "digest": entry_digest(&entry),
+            });
+            (host, reduced)
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap_or_default()
+}
+
+/// A digest of an `auths` entry, the same for the entry and for its [`reduce`]d form.
+pub fn entry_digest(entry: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    if let Some(d) = entry
+        .get("digest")
+        .and_then(|d| d.as_str())
+        .filter(|_| entry.get("auth").is_none())
+    {
+        return d.to_string();
+    }
+    let bytes = serde_json::to_vec(entry).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn render<'a>(
     creds: impl IntoIterator<Item = (&'a str, &'a RegistryCredential)>,
 ) -> Result<Vec<u8>, DockerConfigError> {
@@ -316,5 +350,20 @@ mod tests {
             assert!(err.contains(want), "{input}: {err}");
             assert!(!err.contains("secretpassword"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_reduced_document_keeps_usernames_and_digests_only() {
+        let full = br#"{"auths":{"quay.io":{"username":"bot","password":"s3cret","auth":"Ym90OnMzY3JldA=="}}}"#;
+        let reduced = reduce(full);
+        let text = String::from_utf8(reduced.clone()).unwrap();
+        assert!(!text.contains("s3cret") && !text.contains("Ym90"), "{text}");
+        let (r, f) = (auths_of(&reduced), auths_of(full));
+        assert_eq!(r["quay.io"]["username"], "bot");
+        assert_eq!(entry_digest(&r["quay.io"]), entry_digest(&f["quay.io"]));
+        let other = auths_of(
+            br#"{"auths":{"quay.io":{"username":"bot","password":"new","auth":"Ym90Om5ldw=="}}}"#,
+        );
+        assert_ne!(entry_digest(&r["quay.io"]), entry_digest(&other["quay.io"]));
     }
 }

@@ -60,6 +60,27 @@ impl SecretOutcome {
     }
 }
 
+/// What a decision reads of a live secret, and no more: its tokens and kubectl's copy of them
+/// would otherwise be held for every namespace at once.
+fn reduce(s: &mut Secret) {
+    s.metadata.managed_fields = None;
+    if let Some(last) = s
+        .metadata
+        .annotations
+        .as_mut()
+        .and_then(|a| a.get_mut(LAST_APPLIED_ANNOTATION))
+    {
+        // Only its presence matters: it is removed on the next write.
+        last.clear();
+    }
+    if let Some(data) = s.data.as_mut() {
+        data.retain(|k, _| k == DATA_KEY);
+        if let Some(doc) = data.get_mut(DATA_KEY) {
+            doc.0 = crate::dockerconfig::reduce(&doc.0);
+        }
+    }
+}
+
 /// Secrets per page of a list: bounds the size of one response.
 const LIST_PAGE: u32 = 500;
 
@@ -197,8 +218,7 @@ impl Writer {
                     }
                 };
                 for mut s in page.items {
-                    // The bulk of each object, and no decision reads it.
-                    s.metadata.managed_fields = None;
+                    reduce(&mut s);
                     if let (Some(ns), Some(n)) =
                         (s.metadata.namespace.clone(), s.metadata.name.clone())
                     {

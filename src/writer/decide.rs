@@ -90,7 +90,9 @@ pub fn verdict(
     for (host, entry) in &desired.pinned {
         match live_auths.get(host) {
             None => why.push(format!("credentials added for {host}")),
-            Some(v) if v != entry => why.push(format!("credentials changed for {host}")),
+            Some(v) if dockerconfig::entry_digest(v) != dockerconfig::entry_digest(entry) => {
+                why.push(format!("credentials changed for {host}"))
+            }
             _ => {}
         }
     }
