@@ -15,7 +15,7 @@ use crate::credentials::Credentials;
 use crate::namespaces::Decision;
 use crate::providers::{Provider, ProviderError};
 use crate::writer::{
-    Content, DesiredSecret, Live, Payload, SaOutcome, SecretOutcome, WriteError, Writer,
+    Content, DesiredSecret, LiveSecrets, Payload, SaOutcome, SecretOutcome, WriteError, Writer,
 };
 use crate::{dockerconfig, fingerprint};
 
@@ -138,7 +138,7 @@ pub async fn write_namespace(
     config: &Config,
     namespace: String,
     plan: &Plan,
-    live: Option<&Live>,
+    live: Option<&LiveSecrets>,
     accounts: &dyn KnownServiceAccounts,
 ) -> NamespaceReport {
     let mut r = NamespaceReport {

@@ -13,7 +13,7 @@ use crate::cycle::{AskTheServer, CycleReport, NamespaceReport, Plan, plan, write
 use crate::namespaces;
 use crate::providers::Provider;
 use crate::writer::decide::Verdict;
-use crate::writer::{Live, Writer};
+use crate::writer::{LiveSecrets, Writer};
 
 /// The `--once` job: every source fetched, every target written, once.
 pub struct OnceRun {
@@ -106,7 +106,7 @@ impl OnceRun {
         &self,
         report: &CycleReport,
         resolution: &Result<namespaces::Resolution, namespaces::NamespaceError>,
-        live: Option<&Live>,
+        live: Option<&LiveSecrets>,
     ) -> BTreeSet<String> {
         let all = || self.config.secrets.iter().map(|s| s.name.clone()).collect();
         let (Ok(resolution), Some(live)) = (resolution, live) else {
@@ -141,7 +141,7 @@ async fn write_resolved(
     config: &Config,
     plan: &Plan,
     resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
-    live: Option<Live>,
+    live: Option<LiveSecrets>,
     report: &mut CycleReport,
     stop: &tokio_util::sync::CancellationToken,
 ) {

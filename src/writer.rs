@@ -55,6 +55,17 @@ pub enum SecretOutcome {
 }
 
 impl SecretOutcome {
+    /// One word for the outcome: the metric label and the summary's key.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated(_) => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Conflict => "conflict",
+            Self::Failed(_) => "failed",
+        }
+    }
+
     pub fn in_place(&self) -> bool {
         matches!(self, Self::Created | Self::Updated(_) | Self::Unchanged)
     }
@@ -84,8 +95,9 @@ fn reduce(s: &mut Secret) {
 /// Secrets per page of a list: bounds the size of one response.
 const LIST_PAGE: u32 = 500;
 
-/// Live secrets by (namespace, name), read in one list per configured name.
-pub type Live = BTreeMap<(String, String), Secret>;
+/// The live secrets by (namespace, name), read in one list per configured name, each reduced
+/// to what a decision reads.
+pub type LiveSecrets = BTreeMap<(String, String), Secret>;
 
 /// What writing one secret into one namespace came to.
 #[derive(Debug)]
@@ -201,9 +213,9 @@ impl Writer {
     /// the name, which RBAC can restrict with `resourceNames`), so a full cycle costs one
     /// request plus the writes instead of a read per namespace. `None` when the list is not
     /// allowed (a namespaced install): each write then reads its own secret.
-    pub async fn list_live(&self, names: &[&str]) -> Option<Live> {
+    pub async fn list_live(&self, names: &[&str]) -> Option<LiveSecrets> {
         let api: Api<Secret> = Api::all(self.client.clone());
-        let mut live = Live::new();
+        let mut live = LiveSecrets::new();
         for name in names {
             // Paged: no single response (nor buffer) holds every secret of a name at once.
             let mut lp = kube::api::ListParams::default()
@@ -238,7 +250,7 @@ impl Writer {
         &self,
         namespace: &str,
         desired: &DesiredSecret,
-        live: Option<&Live>,
+        live: Option<&LiveSecrets>,
     ) -> SecretWrite {
         let span = info_span!("write", namespace, secret = %desired.name);
         self.write_inner(namespace, desired, live)
@@ -251,7 +263,7 @@ impl Writer {
         &self,
         namespace: &str,
         name: &str,
-        live: Option<&Live>,
+        live: Option<&LiveSecrets>,
     ) -> Result<Option<Secret>, WriteError> {
         match live {
             Some(live) => Ok(live
@@ -276,7 +288,7 @@ impl Writer {
         &self,
         namespace: &str,
         desired: &DesiredSecret,
-        live: Option<&Live>,
+        live: Option<&LiveSecrets>,
     ) -> SecretWrite {
         let failed = |e| SecretWrite::of(SecretOutcome::Failed(e));
         let existing = match self.live_secret(namespace, &desired.name, live).await {

@@ -451,14 +451,7 @@ pub(super) fn retryable_failures(report: &NamespaceReport) -> usize {
 /// Counts outcomes and raises Events for the failures a cluster user should see.
 async fn record(shared: &DaemonState, ns: &NamespaceReport) {
     for (secret, o) in &ns.secrets {
-        let result = match o {
-            SecretOutcome::Created => "created",
-            SecretOutcome::Updated(_) => "updated",
-            SecretOutcome::Unchanged => "unchanged",
-            SecretOutcome::Conflict => "conflict",
-            SecretOutcome::Failed(_) => "failed",
-        };
-        shared.metrics.write(result);
+        shared.metrics.write(o.label());
         let note = match o {
             SecretOutcome::Failed(e) => Some(("WriteFailed", e.to_string())),
             SecretOutcome::Conflict => Some((
