@@ -72,7 +72,12 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
         None
     };
     let mut prune_also = Vec::new();
-    for name in d.prune_secret_names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+    for name in d
+        .prune_secret_names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
         dns_subdomain("--prune-secret-names", name, "secret name")?;
         prune_also.push(name.to_string());
     }

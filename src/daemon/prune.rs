@@ -67,9 +67,11 @@ pub(super) async fn sweep(ctx: &Context) {
             .fields(&format!("metadata.name={name}"))
             .labels(&labels);
         match api.list_metadata(&lp).await {
-            Ok(l) => victims.extend(l.items.into_iter().filter_map(|s| {
-                Some((s.metadata.namespace?, s.metadata.name?, s.metadata.uid))
-            })),
+            Ok(l) => {
+                victims.extend(l.items.into_iter().filter_map(|s| {
+                    Some((s.metadata.namespace?, s.metadata.name?, s.metadata.uid))
+                }))
+            }
             Err(error) => warn!(secret = %name, %error, "prune: cannot list secrets of that name"),
         }
     }

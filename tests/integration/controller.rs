@@ -377,7 +377,13 @@ async fn names_no_longer_configured_are_pruned_by_name() {
             ..Default::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".into()),
-        string_data: Some([(".dockerconfigjson".to_string(), "{\"auths\":{}}".to_string())].into()),
+        string_data: Some(
+            [(
+                ".dockerconfigjson".to_string(),
+                "{\"auths\":{}}".to_string(),
+            )]
+            .into(),
+        ),
         ..Default::default()
     };
     let ours = [
@@ -409,14 +415,10 @@ async fn names_no_longer_configured_are_pruned_by_name() {
     assert!(r.s.secret(&b, "oldcred").await.is_some(), "not ours: kept");
     assert!(r.s.secret(&a, "regcred").await.is_some());
     assert!(
-        !r.api
-            .seen("GET", "/api/v1/secrets?")
-            .await
-            .iter()
-            .any(|e| {
-                let p = e["path"].as_str().unwrap();
-                !p.contains("watch=true") && !p.contains("fieldSelector=metadata.name")
-            }),
+        !r.api.seen("GET", "/api/v1/secrets?").await.iter().any(|e| {
+            let p = e["path"].as_str().unwrap();
+            !p.contains("watch=true") && !p.contains("fieldSelector=metadata.name")
+        }),
         "a list of secrets without a name"
     );
 }

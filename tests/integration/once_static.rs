@@ -209,6 +209,10 @@ async fn fail_on_sources_passes_tenant_problems_and_fails_a_source() {
     // The mounted document breaks (a failure only a fetch sees): a failing source fails the
     // run whatever --fail-on says.
     std::fs::write(&file, "{ not json").unwrap();
-    let broken = run_bin(&["--once", "--config", cfg], &[("REGCRED_FAIL_ON", "sources")]).await;
+    let broken = run_bin(
+        &["--once", "--config", cfg],
+        &[("REGCRED_FAIL_ON", "sources")],
+    )
+    .await;
     assert_eq!(broken.code, 1, "{broken:?}");
 }
