@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Token answers are a few hundred bytes; a larger body is not one of them.
@@ -17,13 +18,7 @@ pub struct Answer {
 
 /// A client for one fetch. The CA bundle is read each time (cheap next to the exchange, and a
 /// rotated bundle is picked up); connections are not kept between fetches an hour apart.
-pub fn client() -> Result<
-    Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
-    String,
-> {
+fn client() -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("no CA certificates to check the endpoint with: {e}"))?
