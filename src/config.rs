@@ -15,6 +15,7 @@ use crate::namespaces::NamespaceFilter;
 mod daemon;
 mod environment;
 mod error;
+mod google;
 mod names;
 mod sections;
 mod sources;
@@ -109,6 +110,9 @@ pub struct GoogleConfig {
     /// A service-account key file; `None` uses the default chain (GOOGLE_APPLICATION_CREDENTIALS,
     /// gcloud, metadata server).
     pub key_file: Option<PathBuf>,
+    /// A workload identity federation configuration (`"type": "external_account"`), from
+    /// `keyFile` or GOOGLE_APPLICATION_CREDENTIALS; when set, `key_file` is `None`.
+    pub external_account: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -49,9 +49,15 @@ fn describe(kind: &SourceKind) -> String {
             )
         }
         SourceKind::Google(g) => format!(
-            "google hosts={} key={}",
+            "google hosts={} key={}{}",
             g.hosts.join(","),
-            g.key_file.is_some()
+            g.key_file.is_some(),
+            // Appended only when set, so the recipes of existing secrets stay as they were.
+            if g.external_account.is_some() {
+                " federation=true"
+            } else {
+                ""
+            }
         ),
         SourceKind::Static(StaticConfig::Login {
             server,
@@ -101,6 +107,7 @@ mod tests {
             kind: SourceKind::Google(GoogleConfig {
                 hosts: hosts.iter().map(|h| h.to_string()).collect(),
                 key_file: None,
+                external_account: None,
             }),
         }
     }

@@ -2,23 +2,24 @@
 //! fields. Files and variables a source names are looked at now, through `environment`, so
 //! a missing mount stops the start instead of failing every cycle.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::environment::{self, read_small_file};
+use super::environment;
 use super::error::{Checked, ConfigError};
 use super::names::{dns_label, registry_host};
 use super::{
-    AssumeRole, EcrConfig, EcrFile, GoogleConfig, GoogleFile, RegistryFile, SourceConfig,
-    SourceKind, StaticConfig, StaticFile, ValueFrom, duplicates,
+    AssumeRole, EcrConfig, EcrFile, RegistryFile, SourceConfig, SourceKind, StaticConfig,
+    StaticFile, ValueFrom,
 };
-use crate::dockerconfig::registry_key;
 
 pub(super) fn source(i: usize, r: RegistryFile) -> Checked<SourceConfig> {
     let field = format!("registries[{i}]");
     dns_label(&format!("{field}.name"), &r.name, "registry name")?;
     let kind = match (r.ecr, r.google, r.static_) {
         (Some(e), None, None) => SourceKind::Ecr(ecr(&format!("{field}.ecr"), e)?),
-        (None, Some(g), None) => SourceKind::Google(google(&format!("{field}.google"), g)?),
+        (None, Some(g), None) => {
+            SourceKind::Google(super::google::google(&format!("{field}.google"), g)?)
+        }
         (None, None, Some(s)) => SourceKind::Static(static_(&format!("{field}.static"), s)?),
         (None, None, None) => {
             return Err(ConfigError::invalid(
@@ -143,72 +144,6 @@ fn is_aws_region(r: &str) -> bool {
         && parts[parts.len() - 1]
             .parse::<u8>()
             .is_ok_and(|n| (1..=20).contains(&n))
-}
-
-fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
-    if g.hosts.is_empty() {
-        return Err(ConfigError::invalid(
-            &format!("{field}.hosts"),
-            "the list is empty",
-            "list the registry hosts, e.g. [gcr.io, us-docker.pkg.dev]",
-        ));
-    }
-    for (i, h) in g.hosts.iter().enumerate() {
-        registry_host(&format!("{field}.hosts[{i}]"), h)?;
-    }
-    let keys: Vec<String> = g.hosts.iter().map(|h| registry_key(h)).collect();
-    if let Some(dup) = duplicates(keys.iter().map(String::as_str)) {
-        return Err(ConfigError::invalid(
-            &format!("{field}.hosts"),
-            &format!(
-                "{dup:?} is listed twice (scheme, case, a trailing slash and Docker Hub's aliases name one registry)"
-            ),
-            "list each host once",
-        ));
-    }
-    let key = match &g.key_file {
-        Some(path) => Some((format!("{field}.keyFile"), path.clone())),
-        None => environment::google_application_credentials()
-            .map(|path| ("env GOOGLE_APPLICATION_CREDENTIALS".to_string(), path)),
-    };
-    if let Some((field, path)) = key {
-        let text = read_small_file(&path).map_err(|problem| {
-            ConfigError::invalid(
-                &field,
-                &problem,
-                "mount the service-account key file there, or fix the path",
-            )
-        })?;
-        service_account_key(&field, &path, &text)?;
-    }
-    Ok(GoogleConfig {
-        hosts: g.hosts,
-        key_file: g.key_file,
-    })
-}
-
-/// gcp_auth gives up without falling through when the file is not a service-account key;
-/// say so now, plainly, instead of at the first fetch.
-fn service_account_key(field: &str, path: &Path, text: &str) -> Checked<()> {
-    let kind = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
-    match kind.as_deref() {
-        Some("service_account") => Ok(()),
-        Some(other) => Err(ConfigError::invalid(
-            field,
-            &format!(
-                "{} holds a {other:?} credential, not a service-account key",
-                path.display()
-            ),
-            "point it at a service-account key JSON (type \"service_account\"), or leave it unset to use GKE Workload Identity / gcloud",
-        )),
-        None => Err(ConfigError::invalid(
-            field,
-            &format!("{} is not a Google credentials JSON file", path.display()),
-            "point it at a service-account key JSON (type \"service_account\")",
-        )),
-    }
 }
 
 fn static_(field: &str, s: StaticFile) -> Checked<StaticConfig> {

@@ -9,6 +9,10 @@
 //! object and hands it back until 20 s before it expires, so a kept object would answer a
 //! refresh at our margin with the very token being replaced; and a new object re-reads the key
 //! file, so a rotated key works without a restart.
+//!
+//! A workload identity federation configuration (`external_account`, from `keyFile` or
+//! GOOGLE_APPLICATION_CREDENTIALS) goes to [`super::google_external`] instead: gcp_auth has
+//! no such credentials.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ pub struct GoogleProvider {
     name: String,
     hosts: Vec<String>,
     key_file: Option<PathBuf>,
+    external_account: Option<PathBuf>,
 }
 
 impl GoogleProvider {
@@ -34,6 +39,7 @@ impl GoogleProvider {
             name: name.to_string(),
             hosts: cfg.hosts.clone(),
             key_file: cfg.key_file.clone(),
+            external_account: cfg.external_account.clone(),
         }
     }
 
@@ -54,6 +60,15 @@ impl GoogleProvider {
     }
 
     pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+        if let Some(path) = &self.external_account {
+            let token = super::google_external::fetch(path)
+                .await
+                .map_err(|source| ProviderError::GoogleFederation {
+                    source_name: self.name.clone(),
+                    source: Box::new(source),
+                })?;
+            return Ok(self.credentials(&token.access_token, token.expires_at));
+        }
         let fail = |e: gcp_auth::Error| ProviderError::Google {
             source_name: self.name.clone(),
             message: explain(&e),
@@ -65,16 +80,21 @@ impl GoogleProvider {
             .token(&[SCOPE])
             .await
             .map_err(fail)?;
-        Ok(Credentials {
+        Ok(self.credentials(token.as_str(), token.expires_at()))
+    }
+
+    /// One access token as the password of every configured host.
+    fn credentials(&self, token: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Credentials {
+        Credentials {
             source: self.name.clone(),
             entries: self
                 .hosts
                 .iter()
-                .map(|h| RegistryCredential::new(h.clone(), USERNAME, token.as_str()))
+                .map(|h| RegistryCredential::new(h.clone(), USERNAME, token))
                 .collect(),
-            expires_at: Some(token.expires_at()),
+            expires_at: Some(expires_at),
             issued_at: chrono::Utc::now(),
-        })
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::credentials::Credentials;
 
 pub mod ecr;
 pub mod google;
+pub mod google_external;
 pub mod static_creds;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,12 @@ pub enum ProviderError {
     Google {
         source_name: String,
         message: String,
+    },
+    #[error("source {source_name}: Google workload identity federation: {source}")]
+    GoogleFederation {
+        source_name: String,
+        #[source]
+        source: Box<google_external::FederationError>,
     },
     #[error("source {source_name}: cannot read {what}: {message}")]
     StaticRead {
@@ -67,6 +74,7 @@ impl ProviderError {
             Self::EcrCall { .. } => "ecr_call",
             Self::EcrResponse { .. } => "ecr_response",
             Self::Google { .. } => "google",
+            Self::GoogleFederation { .. } => "google_federation",
             Self::ExpiredOnArrival { .. } => "expired_on_arrival",
             Self::StaticRead { .. } => "static_read",
             Self::StaticParse { .. } => "static_parse",

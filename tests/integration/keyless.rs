@@ -71,7 +71,7 @@ fn ecr_config(s: &Scratch, ns: &str) -> String {
 
 /// A token of the API server for a ServiceAccount of the test namespace, written to a file
 /// (what the kubelet projects into a Pod for IRSA and Pod Identity).
-async fn projected_token(s: &Scratch, ns: &str, audience: &str) -> String {
+pub(super) async fn projected_token(s: &Scratch, ns: &str, audience: &str) -> String {
     let api = Api::<ServiceAccount>::namespaced(s.client.clone(), ns);
     let sa = ServiceAccount {
         metadata: ObjectMeta {

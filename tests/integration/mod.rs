@@ -6,6 +6,7 @@ mod faults_api;
 mod faults_provider;
 mod faults_proxy;
 mod google;
+mod google_wif;
 mod hygiene;
 mod inputs;
 mod keyless;

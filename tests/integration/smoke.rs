@@ -86,6 +86,7 @@ async fn moto_gives_an_ecr_token_and_the_fixture_a_google_token() {
             kind: SourceKind::Google(GoogleConfig {
                 hosts: vec!["gcr.io".into()],
                 key_file: Some(env("REGCRED_TEST_GOOGLE_KEY_FILE").into()),
+                external_account: None,
             }),
         },
         timeout,

@@ -58,6 +58,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 READY_TIMEOUT="${REGCRED_TEST_READY_TIMEOUT:-180}"
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
+# The workload identity pool provider the Google fixture's STS trusts (issuer SA_ISSUER).
+WIF_PROVIDER=projects/123456789012/locations/global/workloadIdentityPools/regcred-pool/providers/world
 
 usage() {
   sed -n '2,/^# Binaries/{/^# Binaries/!p;}' "$SELF" | sed 's/^# \{0,1\}//' >&2
@@ -338,7 +340,8 @@ do_up() {
     --out "$google_key" --token-uri "$google_url/token"
   start_proc google-token-fixture "$google_log" "$venv/bin/python" -u \
     "$REPO/tests/fixtures/google_token_server.py" serve \
-    --host 127.0.0.1 --port "$google_port" --key-file "$google_key"
+    --host 127.0.0.1 --port "$google_port" --key-file "$google_key" \
+    --sa-public-key "$DIR/pki/sa.pub" --issuer "$SA_ISSUER" --wif-provider "$WIF_PROVIDER"
   local pid_google=$LAST_PID
 
   # The AWS API as AWS behaves, in front of moto: a new ECR token per call, SigV4 and web
@@ -434,6 +437,10 @@ do_up() {
     echo "# Fixture control: POST \$REGCRED_TEST_GOOGLE_FIXTURE_URL/control"
     echo "#   {\"mode\":\"ok|401|500|invalid-json|slow\",\"expires_in\":N,\"delay\":S,\"reset_stats\":true};"
     echo "#   GET \$REGCRED_TEST_GOOGLE_FIXTURE_URL/stats."
+    echo "# Google workload identity federation (same fixture): STS at \$REGCRED_TEST_GOOGLE_FIXTURE_URL/v1/token"
+    echo "#   for the audience \$REGCRED_TEST_GOOGLE_WIF_AUDIENCE, subject tokens from this API server"
+    echo "#   (kubectl create token SA --audience https://iam.googleapis.com/<provider>); impersonation of"
+    echo "#   \$REGCRED_TEST_GOOGLE_CLIENT_EMAIL at /v1/projects/-/serviceAccounts/<email>:generateAccessToken."
     echo "# AWS: AWS_ENDPOINT_URL is the cloud fixture in front of moto (REGCRED_TEST_MOTO_URL):"
     echo "#   every ECR GetAuthorizationToken answers a new token valid 12 h; SigV4 is checked"
     echo "#   (key testing/testing, or keys STS/IMDS/Pod Identity handed out); web identity"
@@ -482,6 +489,7 @@ do_up() {
     echo "export REGCRED_TEST_GOOGLE_TOKEN_URL=$(q "$google_url/token")"
     echo "export REGCRED_TEST_GOOGLE_FIXTURE_URL=$(q "$google_url")"
     echo "export REGCRED_TEST_GOOGLE_CLIENT_EMAIL=regcred-test@regcred-test.iam.gserviceaccount.com"
+    echo "export REGCRED_TEST_GOOGLE_WIF_AUDIENCE=$(q "//iam.googleapis.com/$WIF_PROVIDER")"
     echo "export NO_PROXY=127.0.0.1,localhost\${NO_PROXY:+,\$NO_PROXY}"
     echo "export no_proxy=127.0.0.1,localhost\${no_proxy:+,\$no_proxy}"
   } >"$DIR/env.tmp"

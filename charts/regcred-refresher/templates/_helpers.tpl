@@ -241,6 +241,9 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
+    {{- with include "regcred-refresher.cloudEnv" $ | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -272,6 +275,9 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
     - name: cred-{{ . | sha256sum | trunc 10 }}
       mountPath: {{ include "regcred-refresher.secretsDir" $ }}/{{ . }}
       readOnly: true
+    {{- end }}
+    {{- with include "regcred-refresher.cloudVolumeMounts" $ | trim }}
+    {{- . | nindent 4 }}
     {{- end }}
     {{- with $v.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
@@ -312,6 +318,9 @@ volumes:
     secret:
       secretName: {{ . }}
       defaultMode: 0440
+  {{- end }}
+  {{- with include "regcred-refresher.cloudVolumes" $ | trim }}
+  {{- . | nindent 2 }}
   {{- end }}
   {{- with $v.extraVolumes }}
   {{- toYaml . | nindent 2 }}

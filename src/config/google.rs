@@ -1,0 +1,119 @@
+//! A `google` registry entry checked: its hosts, and the credentials file it names (`keyFile`,
+//! else GOOGLE_APPLICATION_CREDENTIALS), which must be a service-account key or a workload
+//! identity federation configuration. Which of the two is decided here, once; the file's
+//! contents are read again at every fetch.
+
+use std::path::Path;
+
+use super::environment::{self, read_small_file};
+use super::error::{Checked, ConfigError};
+use super::names::registry_host;
+use super::{GoogleConfig, GoogleFile, duplicates};
+use crate::dockerconfig::registry_key;
+use crate::providers::google_external::credential_config;
+
+pub(super) fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
+    if g.hosts.is_empty() {
+        return Err(ConfigError::invalid(
+            &format!("{field}.hosts"),
+            "the list is empty",
+            "list the registry hosts, e.g. [gcr.io, us-docker.pkg.dev]",
+        ));
+    }
+    for (i, h) in g.hosts.iter().enumerate() {
+        registry_host(&format!("{field}.hosts[{i}]"), h)?;
+    }
+    let keys: Vec<String> = g.hosts.iter().map(|h| registry_key(h)).collect();
+    if let Some(dup) = duplicates(keys.iter().map(String::as_str)) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.hosts"),
+            &format!(
+                "{dup:?} is listed twice (scheme, case, a trailing slash and Docker Hub's aliases name one registry)"
+            ),
+            "list each host once",
+        ));
+    }
+    let file = match &g.key_file {
+        Some(path) => Some((format!("{field}.keyFile"), path.clone())),
+        None => environment::google_application_credentials()
+            .map(|path| ("env GOOGLE_APPLICATION_CREDENTIALS".to_string(), path)),
+    };
+    let mut external_account = None;
+    if let Some((field, path)) = file {
+        let text = read_small_file(&path).map_err(|problem| {
+            ConfigError::invalid(
+                &field,
+                &problem,
+                "mount the credentials file there (a service-account key or a workload identity federation configuration), or fix the path",
+            )
+        })?;
+        if credentials_file(&field, &path, &text)? == Kind::ExternalAccount {
+            external_account = Some(path);
+        }
+    }
+    Ok(GoogleConfig {
+        hosts: g.hosts,
+        // gcp_auth reads a service-account key itself; a federation config goes elsewhere.
+        key_file: g.key_file.filter(|_| external_account.is_none()),
+        external_account,
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    ServiceAccount,
+    ExternalAccount,
+}
+
+/// gcp_auth gives up without falling through when the file is not a service-account key,
+/// and a federation config it cannot read at all: say which file is which now, plainly,
+/// instead of at the first fetch.
+fn credentials_file(field: &str, path: &Path, text: &str) -> Checked<Kind> {
+    match credential_config::credential_type(text).as_deref() {
+        Some("service_account") => Ok(Kind::ServiceAccount),
+        Some("external_account") => {
+            let account = credential_config::parse(text).map_err(|p| {
+                ConfigError::invalid(
+                    field,
+                    &format!(
+                        "{} (external_account) field {}: {}",
+                        path.display(),
+                        p.field,
+                        p.problem
+                    ),
+                    p.fix,
+                )
+            })?;
+            subject_token_file(field, path, &account.subject_token_file)?;
+            Ok(Kind::ExternalAccount)
+        }
+        Some(other) => Err(ConfigError::invalid(
+            field,
+            &format!(
+                "{} holds a {other:?} credential, not a service-account key or an external_account configuration",
+                path.display()
+            ),
+            "point it at a service-account key JSON (type \"service_account\") or a workload identity federation configuration (type \"external_account\"), or leave it unset to use GKE Workload Identity / gcloud",
+        )),
+        None => Err(ConfigError::invalid(
+            field,
+            &format!("{} is not a Google credentials JSON file", path.display()),
+            "point it at a service-account key JSON (type \"service_account\") or a workload identity federation configuration (type \"external_account\")",
+        )),
+    }
+}
+
+/// The projected token is mounted before the container starts: a missing one is a wrong
+/// path or a missing volume, which stops the start like any other missing mount.
+fn subject_token_file(field: &str, config: &Path, token: &Path) -> Checked<()> {
+    environment::regular_file(token).map(|_| ()).map_err(|problem| {
+        ConfigError::invalid(
+            field,
+            &format!(
+                "{} (external_account) field credential_source.file: {problem}",
+                config.display()
+            ),
+            "mount the pod's projected ServiceAccount token there (a serviceAccountToken volume with the pool provider's audience), or fix the path",
+        )
+    })
+}
