@@ -348,11 +348,14 @@ kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=pw3
 # A hand-made secret of the same name (a conflict, never ours) and an unrelated reference.
 kubectl -n life-c create secret generic regcred --from-literal=k=v >/dev/null
 kubectl -n life-a patch serviceaccount default --type=merge -p '{"imagePullSecrets":[{"name":"other"}]}' >/dev/null
+# The initial run as an ordinary Job (hookJob.failInstall: false): --no-hooks leaves it in
+# place, so its shape can be read. The default, a blocking hook, is covered by helm-unittest.
 cat >"$WORK/life.yaml" <<'EOF2'
 config:
   namespaces: { include: ["life-*"] }
   serviceAccounts: [default]
 cleanup: { onUninstall: true }
+hookJob: { failInstall: false }
 EOF2
 check "helm install --no-hooks (cronjob mode, cleanup on)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
   -f "$FIX/values-static.yaml" -f "$WORK/life.yaml" --set fullnameOverride="$FULL"
