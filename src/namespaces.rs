@@ -99,6 +99,19 @@ impl NamespaceFilter {
         self.selector.as_ref().map(ToString::to_string)
     }
 
+    /// [`decide`](Self::decide) for a namespace as the API server returns it (listed or
+    /// watched): its name, labels, annotations and whether it is being deleted.
+    pub fn decide_namespace(&self, ns: &PartialObjectMeta<Namespace>) -> Decision {
+        let m = &ns.metadata;
+        let empty = BTreeMap::new();
+        self.decide(
+            m.name.as_deref().unwrap_or_default(),
+            m.labels.as_ref().unwrap_or(&empty),
+            m.annotations.as_ref().unwrap_or(&empty),
+            m.deletion_timestamp.is_some(),
+        )
+    }
+
     pub fn decide(
         &self,
         name: &str,
@@ -251,18 +264,11 @@ pub fn classify<N: Borrow<PartialObjectMeta<Namespace>>>(
     list: &[N],
 ) -> Resolution {
     let mut r = Resolution::default();
-    let empty = BTreeMap::new();
     for ns in list.iter().map(Borrow::borrow) {
-        let m = &ns.metadata;
-        let Some(name) = m.name.as_deref() else {
+        let Some(name) = ns.metadata.name.as_deref() else {
             continue;
         };
-        let decision = filter.decide(
-            name,
-            m.labels.as_ref().unwrap_or(&empty),
-            m.annotations.as_ref().unwrap_or(&empty),
-            m.deletion_timestamp.is_some(),
-        );
+        let decision = filter.decide_namespace(ns);
         match decision {
             Decision::Target => r.targets.push(name.to_string()),
             Decision::NotIncluded => {}

@@ -6,7 +6,7 @@
 //! namespace on a failure a retry can fix, and finishes in-flight reconciles on shutdown. It
 //! never fetches a token: the source timers do that.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -329,14 +329,7 @@ impl Context {
     }
 
     pub(super) fn decide_for(&self, ns: &NamespaceMeta) -> Decision {
-        let m = &ns.metadata;
-        let empty = BTreeMap::new();
-        self.shared.config.namespaces.decide(
-            m.name.as_deref().unwrap_or_default(),
-            m.labels.as_ref().unwrap_or(&empty),
-            m.annotations.as_ref().unwrap_or(&empty),
-            m.deletion_timestamp.is_some(),
-        )
+        self.shared.config.namespaces.decide_namespace(ns)
     }
 }
 
