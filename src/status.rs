@@ -108,12 +108,7 @@ pub fn row(
     let meta = found.map(|s| &s.metadata);
     let labels = meta.and_then(|m| m.labels.as_ref()).unwrap_or(&empty);
     let annotations = meta.and_then(|m| m.annotations.as_ref()).unwrap_or(&empty);
-    let time = |key: &str| {
-        annotations
-            .get(key)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
+    let time = |key: &str| crate::writer::decide::annotation_time(annotations, key);
     let (expires_at, refresh_after) = (time(EXPIRES_ANNOTATION), time(REFRESH_AFTER_ANNOTATION));
     let state = match found {
         None => State::Missing,

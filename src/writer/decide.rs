@@ -71,10 +71,7 @@ pub fn verdict(
     if annotations.get(FINGERPRINT_ANNOTATION) != Some(&desired.fingerprint) {
         why.push("configuration changed".to_string());
     }
-    let refresh_after = annotations
-        .get(REFRESH_AFTER_ANNOTATION)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
+    let refresh_after = annotation_time(annotations, REFRESH_AFTER_ANNOTATION);
     let due = desired.expires && refresh_after.is_none_or(|t| t <= now);
     if due {
         why.push(DUE.to_string());
@@ -152,10 +149,17 @@ pub fn stale_annotations<'a>(
         .collect()
 }
 
+/// One of our time annotations (`expires-at`, `refresh-after`); `None` when absent or not a
+/// time.
+pub fn annotation_time(annotations: &BTreeMap<String, String>, key: &str) -> Option<DateTime<Utc>> {
+    annotations
+        .get(key)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
 fn outlives(annotations: &BTreeMap<String, String>, desired: &DesiredSecret) -> bool {
-    let live = annotations
-        .get(EXPIRES_ANNOTATION)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let live = annotation_time(annotations, EXPIRES_ANNOTATION);
     let ours = desired.content.as_ref().and_then(|c| c.expires_at);
     matches!((live, ours), (Some(l), Some(o)) if l > o)
 }
