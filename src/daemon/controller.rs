@@ -27,12 +27,16 @@ use tracing::{debug, warn};
 
 use super::DaemonState;
 use super::pass::{Finished, Passes};
+use crate::credentials::Credentials;
 use crate::cycle::{self, CycleReport, NamespaceReport};
 use crate::namespaces::Decision;
 use crate::writer::{MANAGED_BY, SaOutcome, SecretOutcome, managed_selector};
 
 pub(super) type NamespaceMeta = PartialObjectMeta<Namespace>;
 pub(super) type SecretMeta = PartialObjectMeta<Secret>;
+
+/// A plan and the credentials it was rendered from.
+type RenderedPlan = (Vec<Arc<Credentials>>, Arc<cycle::Plan>);
 
 /// What every reconcile shares.
 pub(super) struct Context {
@@ -45,6 +49,9 @@ pub(super) struct Context {
     /// reconcile reads one only when it lacks a reference.
     accounts: Vec<(String, Store<ServiceAccount>)>,
     passes: Passes,
+    /// The plan with the credentials it was rendered from (held, so compared by identity):
+    /// every reconcile of a pass shares one render instead of making its own.
+    plan: Mutex<Option<RenderedPlan>>,
     /// Consecutive failed reconciles by namespace, for the backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     swept: AtomicBool,
@@ -88,6 +95,7 @@ pub(super) async fn run(
         held,
         accounts,
         passes: Passes::default(),
+        plan: Mutex::default(),
         failures: Mutex::default(),
         swept: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
@@ -328,6 +336,26 @@ impl Context {
         }
     }
 
+    /// The plan for the cached credentials, rendered again only when they have changed.
+    fn current_plan(&self) -> Arc<cycle::Plan> {
+        let creds = self.shared.snapshot();
+        let key: Vec<Arc<Credentials>> = creds.values().cloned().collect();
+        let mut cached = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, plan)) = cached.as_ref()
+            && k.len() == key.len()
+            && k.iter().zip(&key).all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return plan.clone();
+        }
+        let plan = Arc::new(cycle::plan(
+            &self.shared.config,
+            |n| creds.get(n).map(|c| c.as_ref()),
+            |_| true,
+        ));
+        *cached = Some((key, plan.clone()));
+        plan
+    }
+
     pub(super) fn decide_for(&self, ns: &NamespaceMeta) -> Decision {
         self.shared.config.namespaces.decide_namespace(ns)
     }
@@ -348,12 +376,7 @@ async fn reconcile(ns: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Action, 
         }
         return Ok(Action::await_change());
     }
-    let creds = shared.snapshot();
-    let plan = cycle::plan(
-        &shared.config,
-        |n| creds.get(n).map(|c| c.as_ref()),
-        |_| true,
-    );
+    let plan = ctx.current_plan();
     if plan.desired.is_empty() {
         // Nothing fetched yet: the pass that follows the first fetch comes here again.
         ctx.finish(ctx.passes.drop_namespace(&name));
