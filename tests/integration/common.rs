@@ -375,6 +375,14 @@ impl DaemonProc {
         Some((status, body))
     }
 
+    /// Whether the metric `series` reaches `at_least` within `secs` seconds.
+    pub async fn metric_reaches(&self, series: &str, at_least: f64, secs: u64) -> bool {
+        wait_until(std::time::Duration::from_secs(secs), || async {
+            self.metric(series).await.unwrap_or(0.0) >= at_least
+        })
+        .await
+    }
+
     /// The value of one metric line (exact name and labels as rendered).
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;

@@ -222,14 +222,7 @@ async fn the_echo_cache_follows_the_live_namespaces() {
     }
     let d = r.daemon(&r.all(), &[]).await;
     const REMEMBERED: &str = "regcred_remembered_objects";
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            d.metric(REMEMBERED).await.unwrap_or(0.0) >= 6.0
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    assert!(d.metric_reaches(REMEMBERED, 6.0, 20).await, "{}", d.logs());
     let before = d.metric(REMEMBERED).await.unwrap();
     let api = Api::<Namespace>::all(r.s.client.clone());
     for ns in &made {

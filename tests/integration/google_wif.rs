@@ -306,10 +306,7 @@ async fn the_daemon_refreshes_before_expiry_and_rereads_a_rotated_token() {
     let wrong = projected_token(&s, &ns, "sts.amazonaws.com").await;
     rotate(&s, &token, &std::fs::read_to_string(wrong).unwrap());
     assert!(
-        wait_until(Duration::from_secs(20), || async {
-            d.metric(failed).await.unwrap_or(0.0) >= 1.0
-        })
-        .await,
+        d.metric_reaches(failed, 1.0, 20).await,
         "the rotated token is read at the next fetch: {}",
         d.logs()
     );

@@ -220,10 +220,7 @@ async fn google_refreshes_get_a_new_token_and_read_a_rotated_key() {
     let failed = r#"regcred_refreshes_total{source="gar",result="google"}"#;
     let ok = r#"regcred_refreshes_total{source="gar",result="success"}"#;
     assert!(
-        wait_until(Duration::from_secs(20), || async {
-            d.metric(failed).await.unwrap_or(0.0) >= 1.0
-        })
-        .await,
+        d.metric_reaches(failed, 1.0, 20).await,
         "the unknown key is refused: {}",
         d.logs()
     );
@@ -232,10 +229,7 @@ async fn google_refreshes_get_a_new_token_and_read_a_rotated_key() {
     let tmp = s.file("key.json.new", &good);
     std::fs::rename(&tmp, &key).unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || async {
-            d.metric(ok).await.unwrap_or(0.0) >= 1.0
-        })
-        .await,
+        d.metric_reaches(ok, 1.0, 20).await,
         "the rotated key is read at the next fetch: {}",
         d.logs()
     );
@@ -252,10 +246,7 @@ async fn google_refreshes_get_a_new_token_and_read_a_rotated_key() {
     let calls = google_calls(&google).await;
     // The refresh comes with about 30 s of the token's life left.
     assert!(
-        wait_until(Duration::from_secs(45), || async {
-            d.metric(ok).await.unwrap_or(0.0) >= 2.0
-        })
-        .await,
+        d.metric_reaches(ok, 2.0, 45).await,
         "a second refresh: {}",
         d.logs()
     );

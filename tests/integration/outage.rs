@@ -58,14 +58,7 @@ async fn a_provider_outage_keeps_the_secret_and_recovers() {
 
     link.down();
     let failed = "regcred_refreshes_total{source=\"ecr\",result=\"ecr_call\"}";
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            d.metric(failed).await.unwrap_or(0.0) >= 2.0
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    assert!(d.metric_reaches(failed, 2.0, 20).await, "{}", d.logs());
     assert!(
         d.logs()
             .contains("fetch failed; the last good credential stays in use"),
