@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::cli::{Cli, DryRun, QuickEcr};
 use crate::namespaces::NamespaceFilter;
 
+mod azure;
 mod daemon;
 mod environment;
 mod error;
@@ -88,6 +89,7 @@ pub enum SourceKind {
     Ecr(EcrConfig),
     Google(GoogleConfig),
     Static(StaticConfig),
+    Acr(AcrConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,28 @@ pub struct GoogleConfig {
     /// A workload identity federation configuration (`"type": "external_account"`), from
     /// `keyFile` or GOOGLE_APPLICATION_CREDENTIALS; when set, `key_file` is `None`.
     pub external_account: Option<PathBuf>,
+}
+
+/// Azure Container Registry: an Entra token for the client, exchanged at the registry for a
+/// refresh token (the password; its own expiry drives the schedule).
+#[derive(Debug, Clone)]
+pub struct AcrConfig {
+    /// The registry host, lowercased: the secret's key and the exchange's `service`.
+    pub login_server: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// Entra's endpoint, without a trailing slash.
+    pub authority: String,
+    pub credential: AzureCredential,
+}
+
+/// What proves the client to Entra; the file is read at every fetch.
+#[derive(Debug, Clone)]
+pub enum AzureCredential {
+    /// A federated token (Workload Identity: the pod's projected ServiceAccount token).
+    FederatedToken(PathBuf),
+    /// A service principal's client secret.
+    ClientSecret(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +190,18 @@ struct RegistryFile {
     google: Option<GoogleFile>,
     #[serde(rename = "static")]
     static_: Option<StaticFile>,
+    acr: Option<AcrFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AcrFile {
+    login_server: Option<String>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    federated_token_file: Option<PathBuf>,
+    client_secret_file: Option<PathBuf>,
+    authority_host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +467,7 @@ fn from_quick_flags(q: &QuickEcr) -> FileConfig {
             }),
             google: None,
             static_: None,
+            acr: None,
         }],
         secrets: vec![SecretFile {
             name: q.secret_name.clone().unwrap_or_else(|| "regcred".into()),

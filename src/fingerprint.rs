@@ -5,7 +5,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{SecretConfig, SourceConfig, SourceKind, StaticConfig, ValueFrom};
+use crate::config::{
+    AzureCredential, SecretConfig, SourceConfig, SourceKind, StaticConfig, ValueFrom,
+};
 
 /// Bumped when the recipe's text changes shape, so an upgrade rewrites every secret once.
 const VERSION: &str = "v1";
@@ -72,6 +74,17 @@ fn describe(kind: &SourceKind) -> String {
         SourceKind::Static(StaticConfig::DockerConfigJson(from)) => {
             format!("static dockerconfigjson={}", value_from(from))
         }
+        SourceKind::Acr(a) => format!(
+            "acr server={} tenant={} client={} authority={} credential={}",
+            a.login_server,
+            a.tenant_id,
+            a.client_id,
+            a.authority,
+            match &a.credential {
+                AzureCredential::FederatedToken(_) => "federated-token",
+                AzureCredential::ClientSecret(_) => "client-secret",
+            }
+        ),
     }
 }
 

@@ -62,6 +62,25 @@ pub(super) fn google_application_credentials() -> Option<PathBuf> {
     std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from)
 }
 
+/// What the Azure Workload Identity webhook injects into a pod (and what the Azure SDKs read).
+#[derive(Debug, Default)]
+pub(super) struct AzureEnv {
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub federated_token_file: Option<PathBuf>,
+    pub authority_host: Option<String>,
+}
+
+pub(super) fn azure() -> AzureEnv {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    AzureEnv {
+        tenant_id: var("AZURE_TENANT_ID"),
+        client_id: var("AZURE_CLIENT_ID"),
+        federated_token_file: var("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from),
+        authority_host: var("AZURE_AUTHORITY_HOST"),
+    }
+}
+
 /// The namespace this pod runs in: the chart passes POD_NAMESPACE; without it, the
 /// service-account mount says.
 pub(super) fn pod_namespace() -> Option<String> {

@@ -138,6 +138,7 @@ fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) 
             SourceKind::Google(g) => g.hosts.clone(),
             SourceKind::Static(StaticConfig::Login { server, .. }) => vec![server.clone()],
             SourceKind::Static(StaticConfig::DockerConfigJson(_)) => vec![],
+            SourceKind::Acr(a) => vec![a.login_server.clone()],
             SourceKind::Ecr(e) => e
                 .account_id
                 .iter()

@@ -15,24 +15,39 @@ use super::{
 pub(super) fn source(i: usize, r: RegistryFile) -> Checked<SourceConfig> {
     let field = format!("registries[{i}]");
     dns_label(&format!("{field}.name"), &r.name, "registry name")?;
-    let kind = match (r.ecr, r.google, r.static_) {
-        (Some(e), None, None) => SourceKind::Ecr(ecr(&format!("{field}.ecr"), e)?),
-        (None, Some(g), None) => {
-            SourceKind::Google(super::google::google(&format!("{field}.google"), g)?)
-        }
-        (None, None, Some(s)) => SourceKind::Static(static_(&format!("{field}.static"), s)?),
-        (None, None, None) => {
+    let given = [
+        r.ecr.is_some(),
+        r.google.is_some(),
+        r.static_.is_some(),
+        r.acr.is_some(),
+    ];
+    let fix_one = "keep one of `ecr`, `google`, `static`, `acr` and move the others to registries of their own";
+    let kind = match given.iter().filter(|g| **g).count() {
+        0 => {
             return Err(ConfigError::invalid(
                 &field,
                 &format!("registry {:?} has no source", r.name),
-                "add one of `ecr`, `google` or `static`",
+                "add one of `ecr`, `google`, `static` or `acr`",
             ));
+        }
+        1 => {
+            if let Some(e) = r.ecr {
+                SourceKind::Ecr(ecr(&format!("{field}.ecr"), e)?)
+            } else if let Some(g) = r.google {
+                SourceKind::Google(super::google::google(&format!("{field}.google"), g)?)
+            } else if let Some(s) = r.static_ {
+                SourceKind::Static(static_(&format!("{field}.static"), s)?)
+            } else if let Some(a) = r.acr {
+                SourceKind::Acr(super::azure::acr(&format!("{field}.acr"), a)?)
+            } else {
+                unreachable!("one source is given")
+            }
         }
         _ => {
             return Err(ConfigError::invalid(
                 &field,
                 &format!("registry {:?} has more than one source", r.name),
-                "keep one of `ecr`, `google`, `static` and move the others to registries of their own",
+                fix_one,
             ));
         }
     };

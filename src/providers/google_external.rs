@@ -18,11 +18,11 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 pub mod credential_config;
-mod http;
 
 use credential_config::{ACCESS_TOKEN_TYPE, ExternalAccount, Problem, TOKEN_EXCHANGE};
 
 use super::google::SCOPE;
+use super::http::{self, clip, field_str, seconds};
 
 const STS: &str = "STS token exchange";
 const IMPERSONATION: &str = "service account impersonation";
@@ -192,21 +192,6 @@ async fn call(
         })
 }
 
-/// A non-empty string field of a success answer. Checked by hand, not by serde, whose
-/// messages quote the offending value (which could be a token).
-fn field_str(doc: &serde_json::Value, name: &str) -> Result<String, String> {
-    match doc.get(name).and_then(serde_json::Value::as_str) {
-        Some(v) if !v.is_empty() => Ok(v.to_string()),
-        _ => Err(format!("no {name} (a non-empty string)")),
-    }
-}
-
-fn seconds(doc: &serde_json::Value, name: &str) -> Result<u64, String> {
-    doc.get(name)
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| format!("no {name} (a number of seconds)"))
-}
-
 /// Turns a problem with a success answer into the error naming the step and URL.
 fn bad<'a>(
     step: &'static str,
@@ -296,16 +281,6 @@ fn fix_for(step: &str, code: &str, status: u16) -> &'static str {
     }
 }
 
-/// Descriptions come from the network: one line, bounded.
-fn clip(s: &str) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    one_line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,11 +328,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("ya29.secret"), "{e}");
-    }
-
-    #[test]
-    fn descriptions_are_one_bounded_line() {
-        assert_eq!(clip("a\nb\rc"), "a b c");
-        assert_eq!(clip(&"x".repeat(1000)).len(), 300);
     }
 }

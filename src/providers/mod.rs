@@ -9,9 +9,11 @@ use tracing::{Instrument, info_span};
 use crate::config::{SourceConfig, SourceKind};
 use crate::credentials::Credentials;
 
+pub mod acr;
 pub mod ecr;
 pub mod google;
 pub mod google_external;
+mod http;
 pub mod static_creds;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,12 @@ pub enum ProviderError {
         #[source]
         source: Box<google_external::FederationError>,
     },
+    #[error("source {source_name}: Azure Container Registry: {source}")]
+    Acr {
+        source_name: String,
+        #[source]
+        source: Box<acr::AcrError>,
+    },
     #[error("source {source_name}: cannot read {what}: {message}")]
     StaticRead {
         source_name: String,
@@ -75,6 +83,7 @@ impl ProviderError {
             Self::EcrResponse { .. } => "ecr_response",
             Self::Google { .. } => "google",
             Self::GoogleFederation { .. } => "google_federation",
+            Self::Acr { .. } => "acr",
             Self::ExpiredOnArrival { .. } => "expired_on_arrival",
             Self::StaticRead { .. } => "static_read",
             Self::StaticParse { .. } => "static_parse",
@@ -86,6 +95,7 @@ pub enum Provider {
     Ecr(ecr::EcrProvider),
     Google(google::GoogleProvider),
     Static(static_creds::StaticProvider),
+    Acr(acr::AcrProvider),
 }
 
 /// One provider per configured source, in configuration order.
@@ -106,6 +116,7 @@ impl Provider {
             SourceKind::Ecr(e) => Self::Ecr(ecr::EcrProvider::new(&cfg.name, e, timeout).await),
             SourceKind::Google(g) => Self::Google(google::GoogleProvider::new(&cfg.name, g)),
             SourceKind::Static(s) => Self::Static(static_creds::StaticProvider::new(&cfg.name, s)),
+            SourceKind::Acr(a) => Self::Acr(acr::AcrProvider::new(&cfg.name, a)),
         }
     }
 
@@ -114,6 +125,7 @@ impl Provider {
             Self::Ecr(p) => p.name(),
             Self::Google(p) => p.name(),
             Self::Static(p) => p.name(),
+            Self::Acr(p) => p.name(),
         }
     }
 
@@ -122,6 +134,7 @@ impl Provider {
             Self::Ecr(_) => "ecr",
             Self::Google(_) => "google",
             Self::Static(_) => "static",
+            Self::Acr(_) => "acr",
         }
     }
 
@@ -136,6 +149,7 @@ impl Provider {
                 Self::Ecr(p) => p.fetch().await,
                 Self::Google(p) => p.fetch().await,
                 Self::Static(p) => p.fetch(),
+                Self::Acr(p) => p.fetch().await,
             }
         };
         let mut creds = tokio::time::timeout(timeout, work.instrument(span))

@@ -513,8 +513,27 @@ pub async fn cloud_fixture(
     path: &str,
     body: &serde_json::Value,
 ) -> serde_json::Value {
+    let (status, doc) = fixture_request(
+        &env("REGCRED_TEST_ECR_FIXTURE_URL"),
+        method,
+        &format!("/_fixture/{path}"),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "cloud fixture {path}: {doc}");
+    doc
+}
+
+/// One plain-HTTP request with a JSON body to a fixture's control listener at `base`
+/// (`http://127.0.0.1:PORT`): the status and the JSON answer.
+pub async fn fixture_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = super::link::Link::parse(&env("REGCRED_TEST_ECR_FIXTURE_URL"));
+    let addr = super::link::Link::parse(base);
     let body = if method == "GET" {
         String::new()
     } else {
@@ -522,18 +541,20 @@ pub async fn cloud_fixture(
     };
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "{method} /_fixture/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     conn.read_to_string(&mut out).await.unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "cloud fixture {path}: {out}"
-    );
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("cloud fixture {path}: {e}: {body}"))
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{base}{path}: not HTTP: {out}"));
+    let doc = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, doc)
 }
 
 /// A configuration with one static source (quay.io, user `bot`, password from `pw`) in one

@@ -1,3 +1,4 @@
+mod acr;
 mod bad_input;
 mod common;
 mod controller;

@@ -59,7 +59,7 @@ async fn output(cmd: &mut tokio::process::Command) -> Run {
 
 /// What the kubelet would hand the runtime for each image, with the pod's
 /// `imagePullSecrets` = `secrets` (read from the API server, in this order).
-async fn keyring(ns: &str, secrets: &[&str], images: &[&str]) -> Vec<Value> {
+pub(super) async fn keyring(ns: &str, secrets: &[&str], images: &[&str]) -> Vec<Value> {
     let mut cmd = tokio::process::Command::new(tools().join("keyring"));
     cmd.env("KUBECONFIG", env("REGCRED_TEST_KUBECONFIG"))
         .args(["-namespace", ns]);
@@ -85,7 +85,14 @@ fn result<'a>(results: &'a [Value], image: &str) -> &'a Value {
 
 /// The kubelet hands exactly one credential for `image`: the `key` entry of `ns/secret`
 /// (`entry`, as read back from the API server).
-fn assert_served(results: &[Value], image: &str, ns: &str, secret: &str, key: &str, entry: &Value) {
+pub(super) fn assert_served(
+    results: &[Value],
+    image: &str,
+    ns: &str,
+    secret: &str,
+    key: &str,
+    entry: &Value,
+) {
     let r = result(results, image);
     let from = format!("{ns}/{secret}");
     assert_eq!(r["found"], true, "{image}: {r}");
@@ -101,7 +108,7 @@ fn assert_served(results: &[Value], image: &str, ns: &str, secret: &str, key: &s
     assert_eq!(r["keys"], json!([{"secret": from, "key": key}]), "{image}");
 }
 
-fn assert_none(results: &[Value], image: &str) {
+pub(super) fn assert_none(results: &[Value], image: &str) {
     let r = result(results, image);
     assert_eq!(r["found"], false, "{image}: {r}");
     assert_eq!(r["credentials"], json!([]), "{image}: {r}");

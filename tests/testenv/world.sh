@@ -24,10 +24,12 @@
 #
 # Network: `ip netns add regcred-<random>` (needs root or CAP_SYS_ADMIN), lo up with
 # 169.254.169.254/32 and 169.254.170.23/32 on it, /etc/netns/<name>/hosts mapping
-# metadata.google.internal to 169.254.169.254. Every service listens on fixed ports
+# metadata.google.internal to 169.254.169.254 and login.microsoftonline.com and the
+# test registries (*.azurecr.io) to 127.0.0.1. Every service listens on fixed ports
 # of the namespace's own loopback (two worlds never collide): etcd 2379, API server
-# 6443, moto 5000, AWS API front 4566, Google token fixture 8085, IMDS + GKE metadata
-# 169.254.169.254:80, Pod Identity agent 169.254.170.23:80.
+# 6443, moto 5000, AWS API front 4566, Google token fixture 8085, Entra ID + ACR
+# 443 (TLS; control 4443), IMDS + GKE metadata 169.254.169.254:80, Pod Identity
+# agent 169.254.170.23:80.
 #
 # Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd;
 # honours KUBEBUILDER_ASSETS) and tests/testenv/setup-venv.sh (moto, cryptography).
@@ -58,6 +60,9 @@ die() { log "ERROR: $*"; exit 1; }
 
 READY_TIMEOUT="${REGCRED_TEST_READY_TIMEOUT:-180}"
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
+# The Entra tenant and the registries of the Azure fixture (the first is the tests' own).
+AZURE_TENANT=5e7c1a2b-0f3d-4c8e-9a61-2b7d4f0c9e13
+AZURE_REGISTRIES="regcredworld.azurecr.io regcredother.azurecr.io"
 # The workload identity pool provider the Google fixture's STS trusts (issuer SA_ISSUER).
 WIF_PROVIDER=projects/123456789012/locations/global/workloadIdentityPools/regcred-pool/providers/world
 
@@ -88,7 +93,8 @@ netns_create() {
   printf '%s\n' \
     "127.0.0.1 localhost" \
     "::1 localhost ip6-localhost ip6-loopback" \
-    "169.254.169.254 metadata.google.internal metadata" >"/etc/netns/$NETNS/hosts"
+    "169.254.169.254 metadata.google.internal metadata" \
+    "127.0.0.1 login.microsoftonline.com $AZURE_REGISTRIES" >"/etc/netns/$NETNS/hosts"
   log "network namespace $NETNS"
 }
 
@@ -250,6 +256,16 @@ EOF
     -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
     -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
   rm -f "$pki/apiserver.csr" "$pki/apiserver.ext"
+  # Entra ID and the container registries (tests/fixtures/azure_fixture.py), under their
+  # real names: the binary reaches them with its own defaults, trusting this CA.
+  openssl genrsa -out "$pki/azure.key" 2048 2>/dev/null
+  openssl req -new -key "$pki/azure.key" -subj "/CN=login.microsoftonline.com" -out "$pki/azure.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature, keyEncipherment" \
+    "extendedKeyUsage = serverAuth" "subjectAltName = DNS:login.microsoftonline.com, DNS:*.azurecr.io" >"$pki/azure.ext"
+  openssl x509 -req -in "$pki/azure.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
+    -extfile "$pki/azure.ext" -out "$pki/azure.crt" 2>/dev/null
+  rm -f "$pki/azure.csr" "$pki/azure.ext"
   # ServiceAccount token signing key pair
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -354,6 +370,17 @@ do_up() {
     --sa-public-key "$DIR/pki/sa.pub" --issuer "$SA_ISSUER" --static-key testing:testing
   local pid_cloud=$LAST_PID
 
+  # Entra ID and ACR over HTTPS on 127.0.0.1:443 (the hosts file names them); control on
+  # plain HTTP. tests/fixtures/azure_fixture.py.
+  local azure_log="$DIR/logs/azure-fixture.log" azure_control="http://127.0.0.1:4443"
+  local azure_registry_args=() r
+  for r in $AZURE_REGISTRIES; do azure_registry_args+=(--registry "$r"); done
+  start_proc azure-fixture "$azure_log" "$venv/bin/python" -u "$REPO/tests/fixtures/azure_fixture.py" \
+    --tls 127.0.0.1:443 --control 127.0.0.1:4443 --cert "$DIR/pki/azure.crt" --key "$DIR/pki/azure.key" \
+    --tenant "$AZURE_TENANT" "${azure_registry_args[@]}" \
+    --sa-public-key "$DIR/pki/sa.pub" --issuer "$SA_ISSUER"
+  local pid_azure=$LAST_PID
+
   wait_for etcd "$pid_etcd" "$etcd_log" \
     inns sh -c "curl -fsS --max-time 2 '$etcd_url/health' | grep -q '\"health\":\"true\"'"
 
@@ -409,6 +436,8 @@ do_up() {
     inns curl -fsS --max-time 2 "$google_url/healthz"
   wait_for cloud-fixture "$pid_cloud" "$cloud_log" \
     inns sh -c "curl -fsS --max-time 2 '$cloud_url/_fixture/healthz' && curl -sS --max-time 2 -o /dev/null http://169.254.169.254/ && curl -sS --max-time 2 -o /dev/null http://169.254.170.23/"
+  wait_for azure-fixture "$pid_azure" "$azure_log" \
+    inns sh -c "curl -fsS --max-time 2 '$azure_control/healthz' >/dev/null && curl -sS --max-time 2 -o /dev/null --cacert '$DIR/pki/ca.crt' https://login.microsoftonline.com/"
   wait_for kube-apiserver "$pid_api" "$api_log" \
     inns sh -c "curl -fsS --max-time 5 --cacert '$pki/ca.crt' --cert '$DIR/users/regcred-admin/client.crt' --key '$DIR/users/regcred-admin/client.key' '$api_url/readyz' | grep -qx ok"
   # The controllers work once the `default` namespace has its `default` ServiceAccount.
@@ -454,6 +483,12 @@ do_up() {
     echo "#   (kubectl create token SA --audience sts.amazonaws.com). Each endpoint: control"
     echo "#   {\"imds\"|\"gke\"|\"pod_identity\": {\"mode\": \"ok|absent|hang|refuse|error\"}}. The static"
     echo "#   keys below win in the SDK's chain: unset them (and AWS_EC2_METADATA_DISABLED) to go keyless."
+    echo "# Azure: Entra ID (login.microsoftonline.com) and ACR (\$REGCRED_TEST_AZURE_REGISTRY) on"
+    echo "#   https://127.0.0.1:443 by their real names (this namespace's hosts file), certificate"
+    echo "#   from \$REGCRED_TEST_CA_CERT (give the binary SSL_CERT_FILE=that). Tenant"
+    echo "#   \$REGCRED_TEST_AZURE_TENANT. Register an app per test: POST \$REGCRED_TEST_AZURE_CONTROL_URL/apps"
+    echo "#   {\"client_id\",\"secret\"?,\"subjects\":[system:serviceaccount:NS:SA],\"refresh_lifetime\"?,\"acr_pull\":[host]};"
+    echo "#   GET \$REGCRED_TEST_AZURE_CONTROL_URL/stats. Federated tokens: audience api://AzureADTokenExchange."
     echo "export REGCRED_TEST_WORLD_DIR=$(q "$DIR")"
     echo "export REGCRED_TEST_NETNS=$(q "$NETNS")"
     echo "export KUBECONFIG=$(q "$admin_kc")"
@@ -490,6 +525,11 @@ do_up() {
     echo "export REGCRED_TEST_GOOGLE_FIXTURE_URL=$(q "$google_url")"
     echo "export REGCRED_TEST_GOOGLE_CLIENT_EMAIL=regcred-test@regcred-test.iam.gserviceaccount.com"
     echo "export REGCRED_TEST_GOOGLE_WIF_AUDIENCE=$(q "//iam.googleapis.com/$WIF_PROVIDER")"
+    echo "export REGCRED_TEST_AZURE_CONTROL_URL=$(q "$azure_control")"
+    echo "export REGCRED_TEST_AZURE_TENANT=$(q "$AZURE_TENANT")"
+    echo "export REGCRED_TEST_AZURE_REGISTRY=$(q "${AZURE_REGISTRIES%% *}")"
+    echo "export REGCRED_TEST_AZURE_OTHER_REGISTRY=$(q "${AZURE_REGISTRIES##* }")"
+    echo "unset AZURE_TENANT_ID AZURE_CLIENT_ID AZURE_FEDERATED_TOKEN_FILE AZURE_AUTHORITY_HOST AZURE_CLIENT_SECRET"
     echo "export NO_PROXY=127.0.0.1,localhost\${NO_PROXY:+,\$NO_PROXY}"
     echo "export no_proxy=127.0.0.1,localhost\${no_proxy:+,\$no_proxy}"
   } >"$DIR/env.tmp"

@@ -1,4 +1,4 @@
-//! One POST and its answer, over the hyper/rustls stack gcp_auth and kube already bring in
+//! One POST and its answer (for the token exchanges of Google federation and Azure), over the hyper/rustls stack gcp_auth and kube already bring in
 //! (no second HTTP client in the binary). No retries and no timeout of its own: the
 //! scheduler retries a failed fetch, and `--provider-timeout` bounds the whole exchange.
 
@@ -72,4 +72,38 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     msg
+}
+
+/// A non-empty string field of a success answer. Checked by hand, not by serde, whose
+/// messages quote the offending value (which could be a token).
+pub fn field_str(doc: &serde_json::Value, name: &str) -> Result<String, String> {
+    match doc.get(name).and_then(serde_json::Value::as_str) {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(format!("no {name} (a non-empty string)")),
+    }
+}
+
+pub fn seconds(doc: &serde_json::Value, name: &str) -> Result<u64, String> {
+    doc.get(name)
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| format!("no {name} (a number of seconds)"))
+}
+
+/// Descriptions come from the network: one line, bounded.
+pub fn clip(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_one_bounded_line() {
+        assert_eq!(clip("a\nb\rc"), "a b c");
+        assert_eq!(clip(&"x".repeat(1000)).len(), 300);
+    }
 }

@@ -1,0 +1,400 @@
+//! Azure Container Registry, keyless or with a service principal: an Entra access token for
+//! the registry's audience (client credentials, proven by a federated token or a client
+//! secret), exchanged at the registry's `/oauth2/exchange` for a refresh token. The refresh
+//! token is the password (user `00000000-0000-0000-0000-000000000000`, as `az acr login
+//! --expose-token` hands it out) and its own `exp` claim is the expiry that drives renewal.
+//!
+//! The official azure_identity crate gets the Entra token only (not the exchange) and brings
+//! reqwest with aws-lc-rs, a second TLS provider; these are two POSTs over the hyper/rustls
+//! client already in the binary (README, "Azure").
+//!
+//! Both files are read again at each fetch: the kubelet rotates projected tokens and a
+//! mounted Secret may change. Tokens never reach a message: errors carry Entra's or the
+//! registry's error code and description, the URL and the step.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::ProviderError;
+use super::http::{self, clip, field_str};
+use crate::config::{AcrConfig, AzureCredential};
+use crate::credentials::{Credentials, RegistryCredential};
+
+/// The user name ACR expects with a refresh token as password.
+pub const USERNAME: &str = "00000000-0000-0000-0000-000000000000";
+/// The registry audience, which ACR accepts whether or not ARM-audience tokens are allowed.
+pub const SCOPE: &str = "https://containerregistry.azure.net/.default";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+const ENTRA: &str = "Entra token request";
+const EXCHANGE: &str = "registry token exchange";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcrError {
+    #[error("{what} {}: {problem}; fix: {fix}", path.display())]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        problem: String,
+        fix: &'static str,
+    },
+    #[error("{step} at {url}: {message}; fix: check network access to the endpoint")]
+    Unreachable {
+        step: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error("{step} at {url} refused (HTTP {status}): {code}: {description}; fix: {fix}")]
+    Refused {
+        step: &'static str,
+        url: String,
+        status: u16,
+        code: String,
+        description: String,
+        fix: &'static str,
+    },
+    #[error("{step} at {url}: unusable answer (HTTP {status}): {problem}")]
+    Answer {
+        step: &'static str,
+        url: String,
+        status: u16,
+        problem: String,
+    },
+}
+
+pub struct AcrProvider {
+    name: String,
+    cfg: AcrConfig,
+}
+
+impl AcrProvider {
+    pub fn new(name: &str, cfg: &AcrConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+        let (token, expires_at) =
+            refresh_token(&self.cfg)
+                .await
+                .map_err(|source| ProviderError::Acr {
+                    source_name: self.name.clone(),
+                    source: Box::new(source),
+                })?;
+        Ok(Credentials {
+            source: self.name.clone(),
+            entries: vec![RegistryCredential::new(
+                self.cfg.login_server.clone(),
+                USERNAME,
+                &token,
+            )],
+            expires_at: Some(expires_at),
+            issued_at: Utc::now(),
+        })
+    }
+}
+
+async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<Utc>), AcrError> {
+    let access_token = entra_token(cfg).await?;
+    let url = format!("https://{}/oauth2/exchange", cfg.login_server);
+    let form = Zeroizing::new(
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "access_token")
+            .append_pair("service", &cfg.login_server)
+            .append_pair("tenant", &cfg.tenant_id)
+            .append_pair("access_token", &access_token)
+            .finish(),
+    );
+    let answer = call(EXCHANGE, &url, form).await?;
+    let doc = parse_answer(EXCHANGE, &url, &answer)?;
+    let token =
+        Zeroizing::new(field_str(&doc, "refresh_token").map_err(bad(EXCHANGE, &url, &answer))?);
+    let expires_at = jwt_expiry(&token).map_err(bad(EXCHANGE, &url, &answer))?;
+    Ok((token, expires_at))
+}
+
+/// An access token for the registry audience, by client credentials.
+async fn entra_token(cfg: &AcrConfig) -> Result<Zeroizing<String>, AcrError> {
+    let url = format!("{}/{}/oauth2/v2.0/token", cfg.authority, cfg.tenant_id);
+    let (proof_field, proof) = match &cfg.credential {
+        AzureCredential::FederatedToken(path) => (
+            "client_assertion",
+            read(
+                "federated token",
+                path,
+                "mount the pod's projected ServiceAccount token there (audience api://AzureADTokenExchange; the Workload Identity webhook does this)",
+            )?,
+        ),
+        AzureCredential::ClientSecret(path) => (
+            "client_secret",
+            read(
+                "client secret",
+                path,
+                "mount the Secret holding the service principal's client secret there",
+            )?,
+        ),
+    };
+    let form = Zeroizing::new({
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &cfg.client_id)
+            .append_pair("scope", SCOPE);
+        if proof_field == "client_assertion" {
+            form.append_pair("client_assertion_type", ASSERTION_TYPE);
+        }
+        form.append_pair(proof_field, &proof).finish()
+    });
+    let answer = call(ENTRA, &url, form).await?;
+    let doc = parse_answer(ENTRA, &url, &answer)?;
+    Ok(Zeroizing::new(
+        field_str(&doc, "access_token").map_err(bad(ENTRA, &url, &answer))?,
+    ))
+}
+
+fn read(
+    what: &'static str,
+    path: &std::path::Path,
+    fix: &'static str,
+) -> Result<Zeroizing<String>, AcrError> {
+    let fail = |problem| AcrError::File {
+        what,
+        path: path.to_path_buf(),
+        problem,
+        fix,
+    };
+    let text = Zeroizing::new(crate::config::read_small_file(path).map_err(fail)?);
+    let value = Zeroizing::new(text.trim().to_string());
+    if value.is_empty() {
+        return Err(fail("empty".into()));
+    }
+    Ok(value)
+}
+
+async fn call(
+    step: &'static str,
+    url: &str,
+    form: Zeroizing<String>,
+) -> Result<http::Answer, AcrError> {
+    http::post(
+        url,
+        "application/x-www-form-urlencoded",
+        None,
+        form.as_bytes().to_vec(),
+    )
+    .await
+    .map_err(|message| AcrError::Unreachable {
+        step,
+        url: url.to_string(),
+        message,
+    })
+}
+
+/// The `exp` claim of the registry's refresh token (a JWT). The token is ours to use, not to
+/// verify: the registry checks it; its expiry is all we read.
+fn jwt_expiry(token: &str) -> Result<DateTime<Utc>, String> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or("the refresh token is not a JWT (no payload)")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| "the refresh token's payload is not base64url")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| "the refresh token's payload is not JSON")?;
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or("the refresh token has no exp claim (a number)")?;
+    DateTime::from_timestamp(exp, 0).ok_or_else(|| "the refresh token's exp is out of range".into())
+}
+
+fn bad<'a>(
+    step: &'static str,
+    url: &'a str,
+    answer: &'a http::Answer,
+) -> impl Fn(String) -> AcrError + 'a {
+    move |problem| AcrError::Answer {
+        step,
+        url: url.to_string(),
+        status: answer.status.as_u16(),
+        problem,
+    }
+}
+
+/// Entra's OAuth error `{"error", "error_description"}` and the registry's
+/// `{"errors": [{"code", "message"}]}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorAnswer {
+    OAuth {
+        error: String,
+        error_description: Option<String>,
+    },
+    Registry {
+        errors: Vec<RegistryError>,
+    },
+}
+
+#[derive(Deserialize)]
+struct RegistryError {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+fn parse_answer(
+    step: &'static str,
+    url: &str,
+    answer: &http::Answer,
+) -> Result<serde_json::Value, AcrError> {
+    let status = answer.status.as_u16();
+    if answer.status.is_success() {
+        return match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+            Ok(doc) if doc.is_object() => Ok(doc),
+            _ => Err(bad(step, url, answer)("not a JSON object".to_string())),
+        };
+    }
+    let (code, description) = match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
+        Ok(ErrorAnswer::OAuth {
+            error,
+            error_description,
+        }) => (
+            error,
+            // Entra appends trace and correlation IDs on further lines.
+            error_description
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Ok(ErrorAnswer::Registry { errors }) => {
+            let first = errors.into_iter().next();
+            (
+                first
+                    .as_ref()
+                    .and_then(|e| e.code.clone())
+                    .unwrap_or_default(),
+                first.and_then(|e| e.message).unwrap_or_default(),
+            )
+        }
+        Err(_) => (
+            "-".to_string(),
+            "an answer that is not error JSON".to_string(),
+        ),
+    };
+    Err(AcrError::Refused {
+        step,
+        url: url.to_string(),
+        status,
+        fix: fix_for(step, &description, status),
+        code: clip(&code),
+        description: clip(&description),
+    })
+}
+
+fn fix_for(step: &str, description: &str, status: u16) -> &'static str {
+    // Entra's AADSTS codes say which part of the setup is wrong.
+    let aadsts = |code: &str| description.starts_with(code);
+    match step {
+        ENTRA if aadsts("AADSTS700213") || aadsts("AADSTS70021") || aadsts("AADSTS700212") => {
+            "add a federated credential to the app registration (or managed identity) with this cluster's issuer, subject system:serviceaccount:<namespace>:<serviceaccount> and audience api://AzureADTokenExchange"
+        }
+        ENTRA if aadsts("AADSTS700024") => {
+            "the federated token has expired: check that the projected token is refreshed (the kubelet rotates it) and the clock"
+        }
+        ENTRA if aadsts("AADSTS7000215") || aadsts("AADSTS7000222") => {
+            "the client secret is wrong or expired: create a new one and update the Secret mounted at clientSecretFile"
+        }
+        ENTRA if aadsts("AADSTS700016") => {
+            "check clientId (AZURE_CLIENT_ID): no such application in the tenant"
+        }
+        ENTRA if aadsts("AADSTS90002") => "check tenantId (AZURE_TENANT_ID): no such tenant",
+        ENTRA => "check tenantId, clientId and the credential against the app registration",
+        _ if status == 401 || status == 403 => {
+            "grant the identity the AcrPull role on the registry (az role assignment create --role AcrPull --assignee <clientId> --scope <registry id>)"
+        }
+        _ if status == 404 => {
+            "check loginServer: the registry must exist and have Entra authentication enabled"
+        }
+        _ => "check loginServer and the registry's authentication settings",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> http::Answer {
+        http::Answer {
+            status: ::http::StatusCode::from_u16(status).unwrap(),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    fn jwt(claims: &str) -> String {
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
+    }
+
+    #[test]
+    fn the_expiry_is_the_refresh_tokens_exp_claim() {
+        let at = jwt_expiry(&jwt(r#"{"exp":1790000000,"grant_type":"refresh_token"}"#));
+        assert_eq!(at.unwrap().timestamp(), 1_790_000_000);
+        for (token, problem) in [
+            ("opaque", "not a JWT"),
+            ("a.!!!.c", "not base64url"),
+            (&jwt("[1]") as &str, "no exp claim"),
+            (&jwt(r#"{"exp":"soon"}"#), "no exp claim"),
+        ] {
+            let e = jwt_expiry(token).unwrap_err();
+            assert!(e.contains(problem), "{token}: {e}");
+        }
+    }
+
+    #[test]
+    fn entra_and_registry_refusals_become_code_description_and_fix() {
+        let e = parse_answer(
+            ENTRA,
+            "u",
+            &answer(400, r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:a:b'.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[700213]}"#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("invalid_client: AADSTS700213: No matching federated identity record"),
+            "{e}"
+        );
+        assert!(!e.contains("Trace ID"), "{e}");
+        assert!(e.contains("fix: add a federated credential"), "{e}");
+        let e = parse_answer(
+            EXCHANGE,
+            "u",
+            &answer(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("UNAUTHORIZED: authentication required"), "{e}");
+        assert!(e.contains("AcrPull"), "{e}");
+    }
+
+    #[test]
+    fn a_token_never_reaches_the_message_of_a_bad_answer() {
+        let e = parse_answer(EXCHANGE, "u", &answer(200, "eyJsecret.eyJsecret"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("eyJsecret"), "{e}");
+        let e = jwt_expiry("eyJhbGciOiJIUzI1NiJ9.eyJzZWNyZXQiOiJ4In0.sig").unwrap_err();
+        assert!(!e.contains("eyJ"), "{e}");
+    }
+}
