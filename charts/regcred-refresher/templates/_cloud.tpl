@@ -1,7 +1,7 @@
 {{/*
 Keyless credentials from another cloud: the pod's own projected ServiceAccount token, for AWS
-web identity (ECR outside EKS) and Google workload identity federation (Artifact Registry
-outside GKE). The kubelet renews projected tokens; the binary reads them again at every fetch.
+web identity (ECR outside EKS), Google workload identity federation (Artifact Registry
+outside GKE) and Azure Workload Identity (ACR from any cluster; on AKS the webhook does it). The kubelet renews projected tokens; the binary reads them again at every fetch.
 */}}
 
 {{- define "regcred-refresher.cloudTokenDir" -}}/var/run/secrets/regcred{{- end }}
@@ -30,6 +30,11 @@ outside GKE). The kubelet renews projected tokens; the binary reads them again a
 {{- toPrettyJson $cfg }}
 {{- end }}
 
+{{/* Azure Workload Identity: "webhook", "projected", or empty when off. */}}
+{{- define "regcred-refresher.azureWorkloadIdentity" -}}
+{{- with .Values.azure.workloadIdentity }}{{ if .clientId }}{{ .mode }}{{ end }}{{ end }}
+{{- end }}
+
 {{- define "regcred-refresher.cloudEnv" -}}
 {{- $dir := include "regcred-refresher.cloudTokenDir" . }}
 {{- with .Values.aws.webIdentity.roleArn }}
@@ -44,6 +49,15 @@ outside GKE). The kubelet renews projected tokens; the binary reads them again a
 - name: GOOGLE_APPLICATION_CREDENTIALS
   value: {{ $dir }}/google/credential-config.json
 {{- end }}
+{{- if eq (include "regcred-refresher.azureWorkloadIdentity" .) "projected" }}
+{{- $w := .Values.azure.workloadIdentity }}
+- name: AZURE_CLIENT_ID
+  value: {{ $w.clientId | quote }}
+- name: AZURE_TENANT_ID
+  value: {{ required "azure.workloadIdentity.tenantId is needed with mode: projected" $w.tenantId | quote }}
+- name: AZURE_FEDERATED_TOKEN_FILE
+  value: {{ $dir }}/azure/token
+{{- end }}
 {{- end }}
 
 {{- define "regcred-refresher.cloudVolumeMounts" -}}
@@ -56,6 +70,11 @@ outside GKE). The kubelet renews projected tokens; the binary reads them again a
 {{- if include "regcred-refresher.googleWif" . }}
 - name: google-wif
   mountPath: {{ $dir }}/google
+  readOnly: true
+{{- end }}
+{{- if eq (include "regcred-refresher.azureWorkloadIdentity" .) "projected" }}
+- name: azure-token
+  mountPath: {{ $dir }}/azure
   readOnly: true
 {{- end }}
 {{- end }}
@@ -84,5 +103,16 @@ outside GKE). The kubelet renews projected tokens; the binary reads them again a
           items:
             - key: {{ ternary $w.existingConfigMapKey "credential-config.json" (not (empty $w.existingConfigMap)) }}
               path: credential-config.json
+{{- end }}
+{{- if eq (include "regcred-refresher.azureWorkloadIdentity" .) "projected" }}
+{{- with .Values.azure.workloadIdentity }}
+- name: azure-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: {{ .audience | quote }}
+          expirationSeconds: {{ .expirationSeconds }}
+          path: token
+{{- end }}
 {{- end }}
 {{- end }}

@@ -137,11 +137,11 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
 {{- fail "config.secrets is empty: name at least one image pull secret to write (see docs/install.md)" }}
 {{- end }}
 {{- if not $c.registries }}
-{{- fail "config.registries is empty: configure at least one registry (ecr, google or static)" }}
+{{- fail "config.registries is empty: configure at least one registry (ecr, google, static or acr)" }}
 {{- end }}
 {{- $regs := list }}
 {{- range $r := $c.registries }}
-{{- $out := omit $r "static" "google" }}
+{{- $out := omit $r "static" "google" "acr" }}
 {{- with $r.static }}
 {{- $s := omit . "usernameSecretRef" "passwordSecretRef" "dockerConfigJsonSecretRef" }}
 {{- with .usernameSecretRef }}{{ $_ := set $s "usernameFile" (include "regcred-refresher.refPath" (list . "username")) }}{{ end }}
@@ -153,6 +153,11 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
 {{- $g := omit . "keySecretRef" }}
 {{- with .keySecretRef }}{{ $_ := set $g "keyFile" (include "regcred-refresher.refPath" (list . "key.json")) }}{{ end }}
 {{- $_ := set $out "google" $g }}
+{{- end }}
+{{- with $r.acr }}
+{{- $a := omit . "clientSecretRef" }}
+{{- with .clientSecretRef }}{{ $_ := set $a "clientSecretFile" (include "regcred-refresher.refPath" (list . "client-secret")) }}{{ end }}
+{{- $_ := set $out "acr" $a }}
 {{- end }}
 {{- $regs = append $regs $out }}
 {{- end }}
@@ -173,6 +178,7 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
 {{- end }}
 {{- end }}
 {{- with $r.google }}{{ with .keySecretRef }}{{ $names = append $names .name }}{{ end }}{{ end }}
+{{- with $r.acr }}{{ with .clientSecretRef }}{{ $names = append $names .name }}{{ end }}{{ end }}
 {{- end }}
 {{- toJson (uniq $names) }}
 {{- end }}
@@ -352,6 +358,9 @@ annotations:
   {{- end }}
 labels:
   {{- include "regcred-refresher.selectorLabels" $ | nindent 2 }}
+  {{- if eq (include "regcred-refresher.azureWorkloadIdentity" $) "webhook" }}
+  azure.workload.identity/use: "true"
+  {{- end }}
   {{- with merge (deepCopy ($.Values.podLabels | default dict)) ($.Values.commonLabels | default dict) }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
