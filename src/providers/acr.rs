@@ -18,7 +18,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::ProviderError;
-use super::http::{self, clip, field_str};
+use super::http::{self, EndpointError, Step, field_str};
 use crate::config::{AcrConfig, AzureCredential};
 use crate::credentials::{Credentials, RegistryCredential};
 
@@ -26,6 +26,7 @@ use crate::credentials::{Credentials, RegistryCredential};
 pub const USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 /// The registry audience, which ACR accepts whether or not ARM-audience tokens are allowed.
 pub const SCOPE: &str = "https://containerregistry.azure.net/.default";
+const FORM: &str = "application/x-www-form-urlencoded";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 const ENTRA: &str = "Entra token request";
@@ -40,28 +41,8 @@ pub enum AcrError {
         problem: String,
         fix: &'static str,
     },
-    #[error("{step} at {url}: {message}; fix: check network access to the endpoint")]
-    Unreachable {
-        step: &'static str,
-        url: String,
-        message: String,
-    },
-    #[error("{step} at {url} refused (HTTP {status}): {code}: {description}; fix: {fix}")]
-    Refused {
-        step: &'static str,
-        url: String,
-        status: u16,
-        code: String,
-        description: String,
-        fix: &'static str,
-    },
-    #[error("{step} at {url}: unusable answer (HTTP {status}): {problem}")]
-    Answer {
-        step: &'static str,
-        url: String,
-        status: u16,
-        problem: String,
-    },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }
 
 pub struct AcrProvider {
@@ -105,6 +86,10 @@ impl AcrProvider {
 async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<Utc>), AcrError> {
     let access_token = entra_token(cfg).await?;
     let url = format!("https://{}/oauth2/exchange", cfg.login_server);
+    let step = Step {
+        name: EXCHANGE,
+        url: &url,
+    };
     let form = Zeroizing::new(
         form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "access_token")
@@ -113,11 +98,10 @@ async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<U
             .append_pair("access_token", &access_token)
             .finish(),
     );
-    let answer = call(EXCHANGE, &url, form).await?;
-    let doc = parse_answer(EXCHANGE, &url, &answer)?;
-    let token =
-        Zeroizing::new(field_str(&doc, "refresh_token").map_err(bad(EXCHANGE, &url, &answer))?);
-    let expires_at = jwt_expiry(&token).map_err(bad(EXCHANGE, &url, &answer))?;
+    let answer = step.post(FORM, None, form.as_bytes()).await?;
+    let doc = parse_answer(step, &answer)?;
+    let token = Zeroizing::new(field_str(&doc, "refresh_token").map_err(step.bad(&answer))?);
+    let expires_at = jwt_expiry(&token).map_err(step.bad(&answer))?;
     Ok((token, expires_at))
 }
 
@@ -152,10 +136,14 @@ async fn entra_token(cfg: &AcrConfig) -> Result<Zeroizing<String>, AcrError> {
         }
         form.append_pair(proof_field, &proof).finish()
     });
-    let answer = call(ENTRA, &url, form).await?;
-    let doc = parse_answer(ENTRA, &url, &answer)?;
+    let step = Step {
+        name: ENTRA,
+        url: &url,
+    };
+    let answer = step.post(FORM, None, form.as_bytes()).await?;
+    let doc = parse_answer(step, &answer)?;
     Ok(Zeroizing::new(
-        field_str(&doc, "access_token").map_err(bad(ENTRA, &url, &answer))?,
+        field_str(&doc, "access_token").map_err(step.bad(&answer))?,
     ))
 }
 
@@ -178,25 +166,6 @@ fn read(
     Ok(value)
 }
 
-async fn call(
-    step: &'static str,
-    url: &str,
-    form: Zeroizing<String>,
-) -> Result<http::Answer, AcrError> {
-    http::post(
-        url,
-        "application/x-www-form-urlencoded",
-        None,
-        form.as_bytes().to_vec(),
-    )
-    .await
-    .map_err(|message| AcrError::Unreachable {
-        step,
-        url: url.to_string(),
-        message,
-    })
-}
-
 /// The `exp` claim of the registry's refresh token (a JWT). The token is ours to use, not to
 /// verify: the registry checks it; its expiry is all we read.
 fn jwt_expiry(token: &str) -> Result<DateTime<Utc>, String> {
@@ -216,31 +185,10 @@ fn jwt_expiry(token: &str) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp(exp, 0).ok_or_else(|| "the refresh token's exp is out of range".into())
 }
 
-fn bad<'a>(
-    step: &'static str,
-    url: &'a str,
-    answer: &'a http::Answer,
-) -> impl Fn(String) -> AcrError + 'a {
-    move |problem| AcrError::Answer {
-        step,
-        url: url.to_string(),
-        status: answer.status.as_u16(),
-        problem,
-    }
-}
-
-/// Entra's OAuth error `{"error", "error_description"}` and the registry's
-/// `{"errors": [{"code", "message"}]}`.
+/// The registry's error answer, as Docker registries write it.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum ErrorAnswer {
-    OAuth {
-        error: String,
-        error_description: Option<String>,
-    },
-    Registry {
-        errors: Vec<RegistryError>,
-    },
+struct RegistryErrors {
+    errors: Vec<RegistryError>,
 }
 
 #[derive(Deserialize)]
@@ -249,55 +197,28 @@ struct RegistryError {
     message: Option<String>,
 }
 
-fn parse_answer(
-    step: &'static str,
-    url: &str,
-    answer: &http::Answer,
-) -> Result<serde_json::Value, AcrError> {
-    let status = answer.status.as_u16();
-    if answer.status.is_success() {
-        return match serde_json::from_slice::<serde_json::Value>(&answer.body) {
-            Ok(doc) if doc.is_object() => Ok(doc),
-            _ => Err(bad(step, url, answer)("not a JSON object".to_string())),
-        };
-    }
-    let (code, description) = match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
-        Ok(ErrorAnswer::OAuth {
-            error,
-            error_description,
-        }) => (
-            error,
-            // Entra appends trace and correlation IDs on further lines.
-            error_description
-                .unwrap_or_default()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        Ok(ErrorAnswer::Registry { errors }) => {
-            let first = errors.into_iter().next();
-            (
-                first
-                    .as_ref()
-                    .and_then(|e| e.code.clone())
-                    .unwrap_or_default(),
-                first.and_then(|e| e.message).unwrap_or_default(),
-            )
-        }
-        Err(_) => (
-            "-".to_string(),
-            "an answer that is not error JSON".to_string(),
-        ),
-    };
-    Err(AcrError::Refused {
-        step,
-        url: url.to_string(),
-        status,
-        fix: fix_for(step, &description, status),
-        code: clip(&code),
-        description: clip(&description),
-    })
+/// A success answer as a JSON object, or the refusal: Entra's OAuth error or the registry's.
+fn parse_answer(step: Step, answer: &http::Answer) -> Result<serde_json::Value, EndpointError> {
+    step.json(
+        answer,
+        |body| {
+            http::oauth_error(body)
+                .map(|(code, description)| {
+                    // Entra appends trace and correlation IDs on further lines.
+                    let first = description.lines().next().unwrap_or_default().to_string();
+                    (code, first)
+                })
+                .or_else(|| {
+                    let e = serde_json::from_slice::<RegistryErrors>(body)
+                        .ok()?
+                        .errors
+                        .into_iter()
+                        .next()?;
+                    Some((e.code.unwrap_or_default(), e.message.unwrap_or_default()))
+                })
+        },
+        |_, description, status| fix_for(step.name, description, status),
+    )
 }
 
 fn fix_for(step: &str, description: &str, status: u16) -> &'static str {
@@ -332,13 +253,6 @@ fn fix_for(step: &str, description: &str, status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> http::Answer {
-        http::Answer {
-            status: ::http::StatusCode::from_u16(status).unwrap(),
-            body: bytes::Bytes::from(body.to_string()),
-        }
-    }
-
     fn jwt(claims: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
@@ -362,9 +276,11 @@ mod tests {
     #[test]
     fn entra_and_registry_refusals_become_code_description_and_fix() {
         let e = parse_answer(
-            ENTRA,
-            "u",
-            &answer(400, r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:a:b'.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[700213]}"#),
+            Step {
+                name: ENTRA,
+                url: "u",
+            },
+            &http::Answer::of(400, r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:a:b'.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[700213]}"#),
         )
         .unwrap_err()
         .to_string();
@@ -375,9 +291,11 @@ mod tests {
         assert!(!e.contains("Trace ID"), "{e}");
         assert!(e.contains("fix: add a federated credential"), "{e}");
         let e = parse_answer(
-            EXCHANGE,
-            "u",
-            &answer(
+            Step {
+                name: EXCHANGE,
+                url: "u",
+            },
+            &http::Answer::of(
                 401,
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             ),
@@ -390,7 +308,11 @@ mod tests {
 
     #[test]
     fn a_token_never_reaches_the_message_of_a_bad_answer() {
-        let e = parse_answer(EXCHANGE, "u", &answer(200, "eyJsecret.eyJsecret"))
+        let step = Step {
+            name: EXCHANGE,
+            url: "u",
+        };
+        let e = parse_answer(step, &http::Answer::of(200, "eyJsecret.eyJsecret"))
             .unwrap_err()
             .to_string();
         assert!(!e.contains("eyJsecret"), "{e}");

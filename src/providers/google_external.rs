@@ -22,7 +22,7 @@ pub mod credential_config;
 use credential_config::{ACCESS_TOKEN_TYPE, ExternalAccount, Problem, TOKEN_EXCHANGE};
 
 use super::google::SCOPE;
-use super::http::{self, clip, field_str, seconds};
+use super::http::{self, EndpointError, Step, field_str, seconds};
 
 const STS: &str = "STS token exchange";
 const IMPERSONATION: &str = "service account impersonation";
@@ -36,28 +36,8 @@ pub enum FederationError {
         path.display()
     )]
     SubjectToken { path: PathBuf, problem: String },
-    #[error("{step} at {url}: {message}; fix: check network access to the endpoint")]
-    Unreachable {
-        step: &'static str,
-        url: String,
-        message: String,
-    },
-    #[error("{step} at {url} refused (HTTP {status}): {code}: {description}; fix: {fix}")]
-    Refused {
-        step: &'static str,
-        url: String,
-        status: u16,
-        code: String,
-        description: String,
-        fix: &'static str,
-    },
-    #[error("{step} at {url}: unusable answer (HTTP {status}): {problem}")]
-    Answer {
-        step: &'static str,
-        url: String,
-        status: u16,
-        problem: String,
-    },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }
 
 /// An access token and when it stops working.
@@ -88,29 +68,26 @@ pub async fn fetch(path: &Path) -> Result<Token, FederationError> {
 async fn exchange(account: &ExternalAccount) -> Result<Token, FederationError> {
     let subject = subject_token(account)?;
     let started = Utc::now();
-    let form = form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", TOKEN_EXCHANGE)
-        .append_pair("audience", &account.audience)
-        .append_pair("scope", SCOPE)
-        .append_pair("requested_token_type", ACCESS_TOKEN_TYPE)
-        .append_pair("subject_token", &subject)
-        .append_pair("subject_token_type", &account.subject_token_type)
-        .finish();
-    let answer = call(
-        STS,
-        &account.token_url,
-        "application/x-www-form-urlencoded",
-        None,
-        Zeroizing::new(form.into_bytes()),
-    )
-    .await?;
-    let sts = parse_answer(STS, &account.token_url, &answer)?;
-    let sts_token = Zeroizing::new(field_str(&sts, "access_token").map_err(bad(
-        STS,
-        &account.token_url,
-        &answer,
-    ))?);
-    let expires_in = seconds(&sts, "expires_in").map_err(bad(STS, &account.token_url, &answer))?;
+    let form = Zeroizing::new(
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", TOKEN_EXCHANGE)
+            .append_pair("audience", &account.audience)
+            .append_pair("scope", SCOPE)
+            .append_pair("requested_token_type", ACCESS_TOKEN_TYPE)
+            .append_pair("subject_token", &subject)
+            .append_pair("subject_token_type", &account.subject_token_type)
+            .finish(),
+    );
+    let sts_step = Step {
+        name: STS,
+        url: &account.token_url,
+    };
+    let answer = sts_step
+        .post("application/x-www-form-urlencoded", None, form.as_bytes())
+        .await?;
+    let sts = parse_answer(sts_step, &answer)?;
+    let sts_token = Zeroizing::new(field_str(&sts, "access_token").map_err(sts_step.bad(&answer))?);
+    let expires_in = seconds(&sts, "expires_in").map_err(sts_step.bad(&answer))?;
     let Some(imp) = &account.impersonation else {
         return Ok(Token {
             // Bounded so a nonsense answer cannot overflow the addition.
@@ -123,25 +100,23 @@ async fn exchange(account: &ExternalAccount) -> Result<Token, FederationError> {
         "scope": [SCOPE],
         "lifetime": format!("{}s", imp.lifetime_secs),
     });
-    let answer = call(
-        IMPERSONATION,
-        &imp.url,
-        "application/json",
-        Some(&sts_token),
-        Zeroizing::new(body.to_string().into_bytes()),
-    )
-    .await?;
-    let iam = parse_answer(IMPERSONATION, &imp.url, &answer)?;
-    let access_token = Zeroizing::new(field_str(&iam, "accessToken").map_err(bad(
-        IMPERSONATION,
-        &imp.url,
-        &answer,
-    ))?);
-    let expire_time =
-        field_str(&iam, "expireTime").map_err(bad(IMPERSONATION, &imp.url, &answer))?;
+    let step = Step {
+        name: IMPERSONATION,
+        url: &imp.url,
+    };
+    let answer = step
+        .post(
+            "application/json",
+            Some(&sts_token),
+            body.to_string().as_bytes(),
+        )
+        .await?;
+    let iam = parse_answer(step, &answer)?;
+    let access_token = Zeroizing::new(field_str(&iam, "accessToken").map_err(step.bad(&answer))?);
+    let expire_time = field_str(&iam, "expireTime").map_err(step.bad(&answer))?;
     let expires_at = DateTime::parse_from_rfc3339(&expire_time)
         .map_err(|e| format!("expireTime {expire_time:?} is not an RFC 3339 time: {e}"))
-        .map_err(bad(IMPERSONATION, &imp.url, &answer))?
+        .map_err(step.bad(&answer))?
         .with_timezone(&Utc);
     Ok(Token {
         access_token,
@@ -176,48 +151,10 @@ fn subject_token(account: &ExternalAccount) -> Result<Zeroizing<String>, Federat
     Ok(token)
 }
 
-async fn call(
-    step: &'static str,
-    url: &str,
-    content_type: &str,
-    bearer: Option<&str>,
-    body: Zeroizing<Vec<u8>>,
-) -> Result<http::Answer, FederationError> {
-    http::post(url, content_type, bearer, body.to_vec())
-        .await
-        .map_err(|message| FederationError::Unreachable {
-            step,
-            url: url.to_string(),
-            message,
-        })
-}
-
-/// Turns a problem with a success answer into the error naming the step and URL.
-fn bad<'a>(
-    step: &'static str,
-    url: &'a str,
-    answer: &'a http::Answer,
-) -> impl Fn(String) -> FederationError + 'a {
-    move |problem| FederationError::Answer {
-        step,
-        url: url.to_string(),
-        status: answer.status.as_u16(),
-        problem,
-    }
-}
-
-/// Google's two error shapes: OAuth's `{"error", "error_description"}` (STS) and the API
-/// envelope `{"error": {"code", "message", "status"}}` (IAM).
+/// IAM's error envelope `{"error": {"code", "message", "status"}}`.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum ErrorAnswer {
-    OAuth {
-        error: String,
-        error_description: Option<String>,
-    },
-    Api {
-        error: ApiError,
-    },
+struct ApiEnvelope {
+    error: ApiError,
 }
 
 #[derive(Deserialize)]
@@ -226,41 +163,19 @@ struct ApiError {
     status: Option<String>,
 }
 
-/// A success answer as a JSON object, or Google's refusal as an error.
-fn parse_answer(
-    step: &'static str,
-    url: &str,
-    answer: &http::Answer,
-) -> Result<serde_json::Value, FederationError> {
-    let status = answer.status.as_u16();
-    if answer.status.is_success() {
-        return match serde_json::from_slice::<serde_json::Value>(&answer.body) {
-            Ok(doc) if doc.is_object() => Ok(doc),
-            _ => Err(bad(step, url, answer)("not a JSON object".to_string())),
-        };
-    }
-    let (code, description) = match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
-        Ok(ErrorAnswer::OAuth {
-            error,
-            error_description,
-        }) => (error, error_description.unwrap_or_default()),
-        Ok(ErrorAnswer::Api { error }) => (
-            error.status.unwrap_or_default(),
-            error.message.unwrap_or_default(),
-        ),
-        Err(_) => (
-            "-".to_string(),
-            "an answer that is not Google's error JSON".to_string(),
-        ),
-    };
-    Err(FederationError::Refused {
-        step,
-        url: url.to_string(),
-        status,
-        fix: fix_for(step, &code, status),
-        code: clip(&code),
-        description: clip(&description),
-    })
+/// A success answer as a JSON object, or Google's refusal as an error: OAuth's shape (STS) or
+/// the API envelope (IAM).
+fn parse_answer(step: Step, answer: &http::Answer) -> Result<serde_json::Value, EndpointError> {
+    step.json(
+        answer,
+        |body| {
+            http::oauth_error(body).or_else(|| {
+                let e = serde_json::from_slice::<ApiEnvelope>(body).ok()?.error;
+                Some((e.status.unwrap_or_default(), e.message.unwrap_or_default()))
+            })
+        },
+        |code, _, status| fix_for(step.name, code, status),
+    )
 }
 
 fn fix_for(step: &str, code: &str, status: u16) -> &'static str {
@@ -285,28 +200,22 @@ fn fix_for(step: &str, code: &str, status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &str) -> http::Answer {
-        http::Answer {
-            status: ::http::StatusCode::from_u16(status).unwrap(),
-            body: bytes::Bytes::from(body.to_string()),
-        }
-    }
-
     #[test]
     fn google_error_shapes_become_code_and_description() {
         let e = parse_answer(
-            STS,
-            "u",
-            &answer(400, r#"{"error":"invalid_grant","error_description":"The audience in ID Token [x] does not match the expected audience."}"#),
+            Step { name: STS, url: "u" },
+            &http::Answer::of(400, r#"{"error":"invalid_grant","error_description":"The audience in ID Token [x] does not match the expected audience."}"#),
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("invalid_grant: The audience in ID Token"), "{e}");
         assert!(e.contains("fix: the subject token must come from"), "{e}");
         let e = parse_answer(
-            IMPERSONATION,
-            "u",
-            &answer(403, r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied","status":"PERMISSION_DENIED"}}"#),
+            Step {
+                name: IMPERSONATION,
+                url: "u",
+            },
+            &http::Answer::of(403, r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied","status":"PERMISSION_DENIED"}}"#),
         )
         .unwrap_err()
         .to_string();
@@ -316,15 +225,19 @@ mod tests {
 
     #[test]
     fn a_token_never_reaches_the_message_of_a_bad_answer() {
-        let a = answer(
+        let a = http::Answer::of(
             200,
             r#"{"access_token":"ya29.secret","expires_in":"ya29.secret"}"#,
         );
-        let doc = parse_answer(STS, "u", &a).unwrap();
+        let sts = Step {
+            name: STS,
+            url: "u",
+        };
+        let doc = parse_answer(sts, &a).unwrap();
         assert!(field_str(&doc, "access_token").is_ok());
         let e = seconds(&doc, "expires_in").unwrap_err();
         assert!(!e.contains("ya29.secret"), "{e}");
-        let e = parse_answer(STS, "u", &answer(200, "ya29.secret"))
+        let e = parse_answer(sts, &http::Answer::of(200, "ya29.secret"))
             .unwrap_err()
             .to_string();
         assert!(!e.contains("ya29.secret"), "{e}");

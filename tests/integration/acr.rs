@@ -7,7 +7,6 @@
 //! lifetimes are never changed world-wide.
 
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
@@ -222,18 +221,15 @@ async fn a_service_principal_secret_works_and_a_wrong_one_keeps_the_last_good_se
     std::fs::write(&secret_file, "stale-secret\n").unwrap();
     let r = run_bin(&["--once", "--force", "--config", &cfg], &pairs(&ca)).await;
     assert_eq!(r.code, 1, "{r:?}");
-    for phrase in [
-        "source acr",
-        "Entra token request",
-        "AADSTS7000215",
-        "fix: the client secret is wrong or expired",
-    ] {
-        assert!(
-            r.stderr.contains(phrase),
-            "{phrase:?} missing: {}",
-            r.stderr
-        );
-    }
+    assert_says(
+        &r.stderr,
+        &[
+            "source acr",
+            "Entra token request",
+            "AADSTS7000215",
+            "fix: the client secret is wrong or expired",
+        ],
+    );
     assert!(
         !r.stderr.contains("Trace ID"),
         "one line of Entra's description"
@@ -258,17 +254,14 @@ async fn an_untrusted_service_account_is_refused_with_the_fix() {
     let envs = webhook_env(&client, &token);
     let r = run_bin(&["--once", "--config", &config(&s, &ns, "")], &pairs(&envs)).await;
     assert_eq!(r.code, 1, "{r:?}");
-    for phrase in [
-        "AADSTS700213",
-        &format!("system:serviceaccount:{ns}:regcred-refresher"),
-        "fix: add a federated credential",
-    ] {
-        assert!(
-            r.stderr.contains(phrase),
-            "{phrase:?} missing: {}",
-            r.stderr
-        );
-    }
+    assert_says(
+        &r.stderr,
+        &[
+            "AADSTS700213",
+            &format!("system:serviceaccount:{ns}:regcred-refresher"),
+            "fix: add a federated credential",
+        ],
+    );
     assert!(s.secret(&ns, "regcred").await.is_none());
 
     // A token for the wrong audience is refused for its audience.
@@ -289,17 +282,14 @@ async fn without_the_webhooks_variables_the_start_names_the_field() {
     let s = Scratch::new().await;
     let r = run_bin(&["--once", "--config", &config(&s, "default", "")], &[]).await;
     assert_eq!(r.code, 2, "{r:?}");
-    for phrase in [
-        "registries[0].acr.tenantId",
-        "AZURE_TENANT_ID is not set",
-        "fix:",
-    ] {
-        assert!(
-            r.stderr.contains(phrase),
-            "{phrase:?} missing: {}",
-            r.stderr
-        );
-    }
+    assert_says(
+        &r.stderr,
+        &[
+            "registries[0].acr.tenantId",
+            "AZURE_TENANT_ID is not set",
+            "fix:",
+        ],
+    );
 }
 
 /// The refresh token's `exp` drives renewal: with 20 s tokens the daemon writes a new one
@@ -321,44 +311,21 @@ async fn the_daemon_renews_before_the_refresh_token_expires() {
     let cfg = config(&s, &ns, "");
     let d = DaemonProc::start(
         &s,
-        &[
-            "--config",
-            &cfg,
-            "--refresh-margin",
-            "0.5",
-            "--min-refresh-interval",
-            "1",
-            "--max-backoff",
-            "2",
-        ],
+        &[&["--config", &cfg][..], &FAST_RENEWAL].concat(),
         &pairs(&envs),
     )
     .await;
-    let mut seen = std::collections::BTreeSet::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(25);
-    while tokio::time::Instant::now() < until {
-        if let Some(secret) = s.secret(&ns, "regcred").await {
-            let pw = password(&secret);
+    let seen = d
+        .renewals(&s, &ns, 25, |secret| {
+            let pw = password(secret);
             assert_eq!(
-                expires_at(&secret).timestamp(),
+                expires_at(secret).timestamp(),
                 jwt_exp(&pw),
-                "exp drives it"
+                "the refresh token's exp is the secret's expiry"
             );
-            assert!(
-                expires_at(&secret) > chrono::Utc::now() - chrono::Duration::seconds(1),
-                "the secret holds an expired token: {}",
-                d.logs()
-            );
-            seen.insert(pw);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        seen.len() >= 2,
-        "renewed before expiry: {} token(s)\n{}",
-        seen.len(),
-        d.logs()
-    );
+            pw
+        })
+        .await;
     for pw in &seen {
         assert!(issued_by_fixture(pw).await);
     }

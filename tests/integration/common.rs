@@ -557,6 +557,65 @@ pub async fn fixture_request(
     (status, doc)
 }
 
+/// Daemon flags for tests with lifetimes of seconds: renew at half the lifetime, at most once
+/// a second, retry within 2 s.
+pub const FAST_RENEWAL: [&str; 6] = [
+    "--refresh-margin",
+    "0.5",
+    "--min-refresh-interval",
+    "1",
+    "--max-backoff",
+    "2",
+];
+
+impl DaemonProc {
+    /// Watches `ns/regcred` for `secs` while the daemon renews short-lived credentials: every
+    /// version seen must hold an unexpired credential (by its expires-at annotation), and at
+    /// least two must differ. The passwords `password` read from them, in order of first sight.
+    pub async fn renewals(
+        &self,
+        s: &Scratch,
+        ns: &str,
+        secs: u64,
+        password: impl Fn(&Secret) -> String,
+    ) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while tokio::time::Instant::now() < until {
+            if let Some(secret) = s.secret(ns, "regcred").await {
+                let ann = secret.metadata.annotations.clone().unwrap_or_default();
+                let expires_at =
+                    chrono::DateTime::parse_from_rfc3339(&ann["regcred-refresher.io/expires-at"])
+                        .unwrap();
+                assert!(
+                    expires_at > chrono::Utc::now() - chrono::Duration::seconds(1),
+                    "the secret holds an expired token: {}",
+                    self.logs()
+                );
+                let pw = password(&secret);
+                if !seen.contains(&pw) {
+                    seen.push(pw);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(
+            seen.len() >= 2,
+            "renewed before expiry: {} token(s)\n{}",
+            seen.len(),
+            self.logs()
+        );
+        seen
+    }
+}
+
+/// `text` (a run's stderr, a daemon's log) says each of `phrases`.
+pub fn assert_says(text: &str, phrases: &[&str]) {
+    for phrase in phrases {
+        assert!(text.contains(phrase), "{phrase:?} missing: {text}");
+    }
+}
+
 /// A configuration with one static source (quay.io, user `bot`, password from `pw`) in one
 /// secret `regcred`, for the namespaces given as YAML (`{ include: [a] }`).
 pub fn static_cfg(pw: &Path, namespaces: &str) -> String {

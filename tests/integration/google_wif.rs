@@ -257,41 +257,9 @@ async fn the_daemon_refreshes_before_expiry_and_rereads_a_rotated_token() {
     .await;
     let wif = credential_config(&s, &proxy.url(), &token, impersonation(&proxy.url()));
     let cfg = config(&s, &ns, Some(&wif));
-    let d = DaemonProc::start(
-        &s,
-        &[
-            "--config",
-            &cfg,
-            "--refresh-margin",
-            "0.5",
-            "--min-refresh-interval",
-            "1",
-            "--max-backoff",
-            "2",
-        ],
-        &[],
-    )
-    .await;
+    let d = DaemonProc::start(&s, &[&["--config", &cfg][..], &FAST_RENEWAL].concat(), &[]).await;
     // 20 s tokens renewed with 10 s left: three passwords within 25 s, none ever expired.
-    let mut seen = std::collections::BTreeSet::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(25);
-    while tokio::time::Instant::now() < until {
-        if let Some(secret) = s.secret(&ns, "regcred").await {
-            assert!(
-                expires_in(&secret) > chrono::Duration::seconds(-1),
-                "the secret holds an expired token: {}",
-                d.logs()
-            );
-            seen.insert(password(&secret));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        seen.len() >= 2,
-        "renewed before expiry: {} token(s)\n{}",
-        seen.len(),
-        d.logs()
-    );
+    let seen = d.renewals(&s, &ns, 25, password).await;
     for pw in &seen {
         assert!(
             issued_by_fixture(pw).await,

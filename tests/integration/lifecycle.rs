@@ -204,16 +204,7 @@ async fn google_refreshes_get_a_new_token_and_read_a_rotated_key() {
     );
     let d = DaemonProc::start(
         &s,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--refresh-margin",
-            "0.5",
-            "--min-refresh-interval",
-            "1",
-            "--max-backoff",
-            "2",
-        ],
+        &[&["--config", cfg.to_str().unwrap()][..], &FAST_RENEWAL].concat(),
         &[],
     )
     .await;
