@@ -9,6 +9,7 @@ use tracing::{Instrument, info_span};
 use crate::config::{SourceConfig, SourceKind};
 use crate::credentials::Credentials;
 
+pub mod aws;
 pub mod ecr;
 pub mod google;
 pub mod google_external;
