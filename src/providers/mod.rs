@@ -11,6 +11,7 @@ use crate::credentials::Credentials;
 
 pub mod aws;
 pub mod ecr;
+pub mod ecr_public;
 pub mod google;
 pub mod google_external;
 pub mod static_creds;
@@ -31,6 +32,16 @@ pub enum ProviderError {
     },
     #[error("source {source_name}: ECR answered with an unusable token: {problem}")]
     EcrResponse {
+        source_name: String,
+        problem: String,
+    },
+    #[error("source {source_name}: ECR Public GetAuthorizationToken (us-east-1) failed: {message}")]
+    EcrPublicCall {
+        source_name: String,
+        message: String,
+    },
+    #[error("source {source_name}: ECR Public answered with an unusable token: {problem}")]
+    EcrPublicResponse {
         source_name: String,
         problem: String,
     },
@@ -74,6 +85,8 @@ impl ProviderError {
             Self::Timeout { .. } => "timeout",
             Self::EcrCall { .. } => "ecr_call",
             Self::EcrResponse { .. } => "ecr_response",
+            Self::EcrPublicCall { .. } => "ecr_public_call",
+            Self::EcrPublicResponse { .. } => "ecr_public_response",
             Self::Google { .. } => "google",
             Self::GoogleFederation { .. } => "google_federation",
             Self::ExpiredOnArrival { .. } => "expired_on_arrival",
@@ -85,6 +98,7 @@ impl ProviderError {
 
 pub enum Provider {
     Ecr(ecr::EcrProvider),
+    EcrPublic(ecr_public::EcrPublicProvider),
     Google(google::GoogleProvider),
     Static(static_creds::StaticProvider),
 }
@@ -105,6 +119,9 @@ impl Provider {
     pub async fn new(cfg: &SourceConfig, timeout: Duration) -> Self {
         match &cfg.kind {
             SourceKind::Ecr(e) => Self::Ecr(ecr::EcrProvider::new(&cfg.name, e, timeout).await),
+            SourceKind::EcrPublic(p) => {
+                Self::EcrPublic(ecr_public::EcrPublicProvider::new(&cfg.name, p, timeout).await)
+            }
             SourceKind::Google(g) => Self::Google(google::GoogleProvider::new(&cfg.name, g)),
             SourceKind::Static(s) => Self::Static(static_creds::StaticProvider::new(&cfg.name, s)),
         }
@@ -113,6 +130,7 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Self::Ecr(p) => p.name(),
+            Self::EcrPublic(p) => p.name(),
             Self::Google(p) => p.name(),
             Self::Static(p) => p.name(),
         }
@@ -121,6 +139,7 @@ impl Provider {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Ecr(_) => "ecr",
+            Self::EcrPublic(_) => "ecrPublic",
             Self::Google(_) => "google",
             Self::Static(_) => "static",
         }
@@ -135,6 +154,7 @@ impl Provider {
         let work = async {
             match self {
                 Self::Ecr(p) => p.fetch().await,
+                Self::EcrPublic(p) => p.fetch().await,
                 Self::Google(p) => p.fetch().await,
                 Self::Static(p) => p.fetch(),
             }
