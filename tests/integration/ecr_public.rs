@@ -3,8 +3,9 @@
 //! call): `--once` writes the token the fixture issued, a refused call keeps the last good
 //! secret and exits 1 naming the source, and the daemon renews before the token expires.
 //!
-//! The fixture's counters are world-wide: tests here compare tokens, never call counts; calls
-//! are counted on a fault proxy of the test's own.
+//! The fixture's counters are world-wide: tests here look for their token among those issued
+//! and compare counters before and after; exact call counts come from a fault proxy of the
+//! test's own.
 
 use std::time::Duration;
 
@@ -121,6 +122,66 @@ async fn once_assumes_the_configured_role() {
         signed_by_role().await > before,
         "not signed with the role's keys"
     );
+}
+
+/// `--once` with none of the world's AWS keys, only the keyless source `envs` describe: the
+/// secret holds a token the fixture issued to a call signed with credentials from `signer`.
+async fn assert_keyless_once(s: &Scratch, ns: &str, envs: &[(&str, &str)], signer: &str) {
+    let cfg = s.file(&unique("c.yaml"), &config(ns, "{}"));
+    let signed = || async {
+        cloud_fixture("GET", "stats", &serde_json::Value::Null).await["ecr_public"]["by_source"]
+            [signer]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = signed().await;
+    let r = run_bin_without(
+        &["--once", "--config", cfg.to_str().unwrap()],
+        super::keyless::AWS_CREDENTIAL_ENV,
+        envs,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let secret = s.secret(ns, "regcred").await.expect("secret written");
+    assert!(issued_by_the_fixture(&password_of(&secret)).await);
+    assert!(
+        signed().await > before,
+        "not signed with {signer} credentials"
+    );
+}
+
+/// IRSA's web identity (a token of the world's API server for sts.amazonaws.com) through STS:
+/// also the path of every cluster outside EKS (docs/install.md).
+#[tokio::test]
+async fn once_with_web_identity_and_no_keys() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("ecrpubirsa", &[], &[]).await;
+    let token = super::keyless::projected_token(&s, &ns, "sts.amazonaws.com").await;
+    let envs = [
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/regcred-irsa",
+        ),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.as_str()),
+    ];
+    assert_keyless_once(&s, &ns, &envs, "sts:AssumeRoleWithWebIdentity").await;
+}
+
+/// The EKS Pod Identity agent (169.254.170.23 in the world). Its mode is world-wide state
+/// that the keyless tests switch under their lock: taken here too, and the agent set to answer.
+#[tokio::test]
+async fn once_with_eks_pod_identity_and_no_keys() {
+    let _g = super::keyless::KEYLESS.lock().await;
+    cloud_fixture("POST", "control", &json!({"pod_identity": {"mode": "ok"}})).await;
+    let s = Scratch::new().await;
+    let ns = s.namespace("ecrpubpod", &[], &[]).await;
+    let token = super::keyless::projected_token(&s, &ns, "pods.eks.amazonaws.com").await;
+    let uri = env("REGCRED_TEST_POD_IDENTITY_URI");
+    let envs = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token.as_str()),
+    ];
+    assert_keyless_once(&s, &ns, &envs, "pod-identity").await;
 }
 
 /// Credentials AWS refuses: exit 1 (README: Exit codes), one line naming the source and the
