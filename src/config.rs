@@ -87,6 +87,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     Ecr(EcrConfig),
+    EcrPublic(EcrPublicConfig),
     Google(GoogleConfig),
     Static(StaticConfig),
     Acr(AcrConfig),
@@ -96,6 +97,12 @@ pub enum SourceKind {
 pub struct EcrConfig {
     pub region: String,
     pub account_id: Option<String>,
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// ECR Public (`public.ecr.aws`): no region, its authorization API is in us-east-1 only.
+#[derive(Debug, Clone)]
+pub struct EcrPublicConfig {
     pub assume_role: Option<AssumeRole>,
 }
 
@@ -187,6 +194,7 @@ pub(crate) struct FileConfig {
 struct RegistryFile {
     name: String,
     ecr: Option<EcrFile>,
+    ecr_public: Option<EcrPublicFile>,
     google: Option<GoogleFile>,
     #[serde(rename = "static")]
     static_: Option<StaticFile>,
@@ -209,6 +217,17 @@ struct AcrFile {
 struct EcrFile {
     region: String,
     account_id: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    session_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EcrPublicFile {
+    /// Accepted only to be refused with the reason (there is one region), where serde would
+    /// say no more than "unknown field".
+    region: Option<String>,
     role_arn: Option<String>,
     external_id: Option<String>,
     session_name: Option<String>,
@@ -465,6 +484,7 @@ fn from_quick_flags(q: &QuickEcr) -> FileConfig {
                 external_id: None,
                 session_name: None,
             }),
+            ecr_public: None,
             google: None,
             static_: None,
             acr: None,

@@ -50,6 +50,14 @@ fn describe(kind: &SourceKind) -> String {
                 role.is_some_and(|r| r.external_id.is_some()),
             )
         }
+        SourceKind::EcrPublic(p) => {
+            let role = p.assume_role.as_ref();
+            format!(
+                "ecr-public role={} external-id={}",
+                role.map_or("-", |r| r.role_arn.as_str()),
+                role.is_some_and(|r| r.external_id.is_some()),
+            )
+        }
         SourceKind::Google(g) => format!(
             "google hosts={} key={}{}",
             g.hosts.join(","),
@@ -101,7 +109,7 @@ fn value_from(v: &ValueFrom) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EcrConfig, GoogleConfig};
+    use crate::config::{AssumeRole, EcrConfig, EcrPublicConfig, GoogleConfig};
 
     fn ecr(name: &str, region: &str) -> SourceConfig {
         SourceConfig {
@@ -145,6 +153,32 @@ mod tests {
         assert_ne!(fp, of_secret(&secret(&["a", "g"]), &moved), "region");
         let more = [ecr("a", "us-east-1"), google("g", &["gcr.io", "eu.gcr.io"])];
         assert_ne!(fp, of_secret(&secret(&["a", "g"]), &more), "hosts");
+    }
+
+    #[test]
+    fn ecr_public_recipes_show_the_role_and_expire() {
+        let public = |role: Option<&str>| SourceConfig {
+            name: "pub".into(),
+            kind: SourceKind::EcrPublic(EcrPublicConfig {
+                assume_role: role.map(|arn| AssumeRole {
+                    role_arn: arn.into(),
+                    external_id: None,
+                    session_name: "regcred-refresher".into(),
+                }),
+            }),
+        };
+        let plain = of_secret(&secret(&["pub"]), &[public(None)]);
+        let with_role = of_secret(
+            &secret(&["pub"]),
+            &[public(Some("arn:aws:iam::123456789012:role/pull"))],
+        );
+        assert_ne!(plain, with_role);
+        // Not the recipe of an ECR source of the same name.
+        assert_ne!(
+            plain,
+            of_secret(&secret(&["pub"]), &[ecr("pub", "us-east-1")])
+        );
+        assert!(expires(&secret(&["pub"]), &[public(None)]));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret;
-use regcred_refresher::providers::ecr::{decode_token, registry_host};
+use regcred_refresher::providers::aws::decode_token;
+use regcred_refresher::providers::ecr::registry_host;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

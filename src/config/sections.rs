@@ -26,7 +26,7 @@ pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
         return Err(ConfigError::invalid(
             "registries",
             "the list is empty",
-            "define at least one registry with `name` and one of `ecr`, `google`, `static`",
+            "define at least one registry with `name` and one of `ecr`, `ecrPublic`, `google`, `static`",
         ));
     }
     let sources = f
@@ -127,7 +127,7 @@ pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
 
 /// Two sources of one secret must not yield one registry: a pull would meet two competing
 /// credentials, and one `auths` key cannot hold both. Hosts known before any fetch are
-/// checked: Google and static hosts, and ECR's when the account is configured.
+/// checked: Google and static hosts, ECR Public's, and ECR's when the account is configured.
 fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) -> Checked<()> {
     let mut owner: BTreeMap<String, &str> = BTreeMap::new();
     for name in names {
@@ -144,6 +144,7 @@ fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) 
                 .iter()
                 .map(|a| format!("{a}.dkr.ecr.{}.amazonaws.com", e.region))
                 .collect(),
+            SourceKind::EcrPublic(_) => vec![crate::providers::ecr_public::REGISTRY.to_string()],
         };
         for h in hosts {
             let key = registry_key(&h);
@@ -288,5 +289,95 @@ serviceAccounts: [default]
             err.contains("never matches") && err.contains("https://index.docker.io/v1/"),
             "{err}"
         );
+    }
+
+    const ECR_PUBLIC: &str = "registries:\n  - name: pub\n    ecrPublic: {}\nsecrets:\n  - name: s\n    registries: [pub]\n";
+
+    #[test]
+    fn ecr_public_takes_the_role_options_of_ecr_and_no_region() {
+        let v = check(ECR_PUBLIC).unwrap();
+        assert!(matches!(&v.sources[0].kind, SourceKind::EcrPublic(p) if p.assume_role.is_none()));
+        let with_role = ECR_PUBLIC.replace(
+            "{}",
+            "{ roleArn: \"arn:aws:iam::123456789012:role/pull\", externalId: ext-1, sessionName: s-1 }",
+        );
+        let v = check(&with_role).unwrap();
+        let SourceKind::EcrPublic(p) = &v.sources[0].kind else {
+            panic!("{:?}", v.sources[0].kind)
+        };
+        let role = p.assume_role.as_ref().unwrap();
+        assert_eq!(
+            (
+                role.role_arn.as_str(),
+                role.external_id.as_deref(),
+                role.session_name.as_str()
+            ),
+            ("arn:aws:iam::123456789012:role/pull", Some("ext-1"), "s-1")
+        );
+        for (body, want) in [
+            (
+                "{ region: eu-west-1 }",
+                "registries[0].ecrPublic.region: \"eu-west-1\": ECR Public has no region setting; its authorization API exists only in us-east-1",
+            ),
+            (
+                "{ roleArn: \"arn:aws:iam::1:role/x\" }",
+                "registries[0].ecrPublic.roleArn",
+            ),
+            (
+                "{ roleArn: \"arn:aws:iam::123456789012:role/x\", externalId: e }",
+                "registries[0].ecrPublic.externalId: an external ID of 1 characters",
+            ),
+            (
+                "{ roleArn: \"arn:aws:iam::123456789012:role/x\", sessionName: \"a b\" }",
+                "registries[0].ecrPublic.sessionName",
+            ),
+            (
+                "{ externalId: ext-1 }",
+                "registries[0].ecrPublic.externalId/sessionName",
+            ),
+            (
+                "{ accountId: \"123456789012\" }",
+                "unknown field `accountId`",
+            ),
+        ] {
+            let err = check(&ECR_PUBLIC.replace("{}", body)).unwrap_err();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert!(err.contains("fix"), "{err}");
+        }
+    }
+
+    #[test]
+    fn source_kind_messages_name_ecr_public() {
+        let none = check("registries:\n  - name: a\nsecrets:\n  - name: s\n    registries: [a]\n")
+            .unwrap_err();
+        assert!(
+            none.contains("has no source") && none.contains("`ecrPublic`"),
+            "{none}"
+        );
+        let two = check(&ECR_PUBLIC.replace(
+            "ecrPublic: {}",
+            "ecrPublic: {}\n    ecr: { region: us-east-1 }",
+        ))
+        .unwrap_err();
+        assert!(
+            two.contains("more than one source") && two.contains("`ecrPublic`"),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn public_ecr_aws_from_two_sources_of_one_secret_is_refused() {
+        let yaml = "registries:\n  - name: pub\n    ecrPublic: {}\n  - name: pub2\n    ecrPublic: { roleArn: \"arn:aws:iam::123456789012:role/x\" }\nsecrets:\n  - name: s\n    registries: [pub, pub2]\n";
+        let err = check(yaml).unwrap_err();
+        assert!(
+            err.contains("both give credentials for \"public.ecr.aws\""),
+            "{err}"
+        );
+        // In separate secrets each is fine.
+        let apart = yaml.replace(
+            "registries: [pub, pub2]\n",
+            "registries: [pub]\n  - name: t\n    registries: [pub2]\n",
+        );
+        check(&apart).unwrap();
     }
 }

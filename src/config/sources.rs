@@ -1,4 +1,4 @@
-//! One registry entry checked: which source it is (ECR, Google, static) and that source's
+//! One registry entry checked: which source it is (ECR, ECR Public, Google, static) and that source's
 //! fields. Files and variables a source names are looked at now, through `environment`, so
 //! a missing mount stops the start instead of failing every cycle.
 
@@ -8,8 +8,8 @@ use super::environment;
 use super::error::{Checked, ConfigError};
 use super::names::{dns_label, registry_host};
 use super::{
-    AssumeRole, EcrConfig, EcrFile, RegistryFile, SourceConfig, SourceKind, StaticConfig,
-    StaticFile, ValueFrom,
+    AssumeRole, EcrConfig, EcrFile, EcrPublicConfig, EcrPublicFile, RegistryFile, SourceConfig,
+    SourceKind, StaticConfig, StaticFile, ValueFrom,
 };
 
 pub(super) fn source(i: usize, r: RegistryFile) -> Checked<SourceConfig> {
@@ -17,22 +17,24 @@ pub(super) fn source(i: usize, r: RegistryFile) -> Checked<SourceConfig> {
     dns_label(&format!("{field}.name"), &r.name, "registry name")?;
     let given = [
         r.ecr.is_some(),
+        r.ecr_public.is_some(),
         r.google.is_some(),
         r.static_.is_some(),
         r.acr.is_some(),
     ];
-    let fix_one = "keep one of `ecr`, `google`, `static`, `acr` and move the others to registries of their own";
     let kind = match given.iter().filter(|g| **g).count() {
         0 => {
             return Err(ConfigError::invalid(
                 &field,
                 &format!("registry {:?} has no source", r.name),
-                "add one of `ecr`, `google`, `static` or `acr`",
+                "add one of `ecr`, `ecrPublic`, `google`, `static` or `acr`",
             ));
         }
         1 => {
             if let Some(e) = r.ecr {
                 SourceKind::Ecr(ecr(&format!("{field}.ecr"), e)?)
+            } else if let Some(p) = r.ecr_public {
+                SourceKind::EcrPublic(ecr_public(&format!("{field}.ecrPublic"), p)?)
             } else if let Some(g) = r.google {
                 SourceKind::Google(super::google::google(&format!("{field}.google"), g)?)
             } else if let Some(s) = r.static_ {
@@ -40,14 +42,14 @@ pub(super) fn source(i: usize, r: RegistryFile) -> Checked<SourceConfig> {
             } else if let Some(a) = r.acr {
                 SourceKind::Acr(super::azure::acr(&format!("{field}.acr"), a)?)
             } else {
-                unreachable!("one source is given")
+                unreachable!("exactly one source is given")
             }
         }
         _ => {
             return Err(ConfigError::invalid(
                 &field,
                 &format!("registry {:?} has more than one source", r.name),
-                fix_one,
+                "keep one of `ecr`, `ecrPublic`, `google`, `static`, `acr` and move the others to registries of their own",
             ));
         }
     };
@@ -71,58 +73,79 @@ fn ecr(field: &str, e: EcrFile) -> Checked<EcrConfig> {
             "quote it as a string of 12 digits, e.g. accountId: \"123456789012\"",
         ));
     }
-    let assume_role = match e.role_arn {
-        Some(arn) => {
-            if !is_role_arn(&arn) {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.roleArn"),
-                    &format!("{arn:?} is not an IAM role ARN"),
-                    "use arn:aws:iam::<12-digit account>:role/<name>",
-                ));
-            }
-            if let Some(id) = &e.external_id
-                && !(2..=1224).contains(&id.len())
-            {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.externalId"),
-                    &format!("an external ID of {} characters", id.len()),
-                    "use 2 to 1224 characters, as the role's trust policy expects",
-                ));
-            }
-            let session_name = e
-                .session_name
-                .unwrap_or_else(|| "regcred-refresher".to_string());
-            if !(2..=64).contains(&session_name.len())
-                || !session_name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b))
-            {
-                return Err(ConfigError::invalid(
-                    &format!("{field}.sessionName"),
-                    &format!("{session_name:?} is not a valid role session name"),
-                    "use 2 to 64 characters from [A-Za-z0-9=,.@_-]",
-                ));
-            }
-            Some(AssumeRole {
-                role_arn: arn,
-                external_id: e.external_id,
-                session_name,
-            })
-        }
-        None if e.external_id.is_some() || e.session_name.is_some() => {
+    let assume_role = assume_role(field, e.role_arn, e.external_id, e.session_name)?;
+    Ok(EcrConfig {
+        region: e.region,
+        account_id: e.account_id,
+        assume_role,
+    })
+}
+
+fn ecr_public(field: &str, p: EcrPublicFile) -> Checked<EcrPublicConfig> {
+    if let Some(region) = p.region {
+        return Err(ConfigError::invalid(
+            &format!("{field}.region"),
+            &format!(
+                "{region:?}: ECR Public has no region setting; its authorization API exists only in us-east-1, which is always used"
+            ),
+            "remove `region` (a pull from public.ecr.aws works from any region)",
+        ));
+    }
+    Ok(EcrPublicConfig {
+        assume_role: assume_role(field, p.role_arn, p.external_id, p.session_name)?,
+    })
+}
+
+/// The optional role to assume through STS, as `ecr` and `ecrPublic` both take it.
+fn assume_role(
+    field: &str,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    session_name: Option<String>,
+) -> Checked<Option<AssumeRole>> {
+    let Some(arn) = role_arn else {
+        if external_id.is_some() || session_name.is_some() {
             return Err(ConfigError::invalid(
                 &format!("{field}.externalId/sessionName"),
                 "only apply when a role is assumed",
                 "add roleArn, or remove externalId and sessionName",
             ));
         }
-        None => None,
+        return Ok(None);
     };
-    Ok(EcrConfig {
-        region: e.region,
-        account_id: e.account_id,
-        assume_role,
-    })
+    if !is_role_arn(&arn) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.roleArn"),
+            &format!("{arn:?} is not an IAM role ARN"),
+            "use arn:aws:iam::<12-digit account>:role/<name>",
+        ));
+    }
+    if let Some(id) = &external_id
+        && !(2..=1224).contains(&id.len())
+    {
+        return Err(ConfigError::invalid(
+            &format!("{field}.externalId"),
+            &format!("an external ID of {} characters", id.len()),
+            "use 2 to 1224 characters, as the role's trust policy expects",
+        ));
+    }
+    let session_name = session_name.unwrap_or_else(|| "regcred-refresher".to_string());
+    if !(2..=64).contains(&session_name.len())
+        || !session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b))
+    {
+        return Err(ConfigError::invalid(
+            &format!("{field}.sessionName"),
+            &format!("{session_name:?} is not a valid role session name"),
+            "use 2 to 64 characters from [A-Za-z0-9=,.@_-]",
+        ));
+    }
+    Ok(Some(AssumeRole {
+        role_arn: arn,
+        external_id,
+        session_name,
+    }))
 }
 
 /// `arn:<partition>:iam::<12 digits>:role/<path/name>`.

@@ -10,7 +10,9 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::credentials::Credentials;
 
 pub mod acr;
+pub mod aws;
 pub mod ecr;
+pub mod ecr_public;
 pub mod google;
 pub mod google_external;
 mod http;
@@ -32,6 +34,16 @@ pub enum ProviderError {
     },
     #[error("source {source_name}: ECR answered with an unusable token: {problem}")]
     EcrResponse {
+        source_name: String,
+        problem: String,
+    },
+    #[error("source {source_name}: ECR Public GetAuthorizationToken (us-east-1) failed: {message}")]
+    EcrPublicCall {
+        source_name: String,
+        message: String,
+    },
+    #[error("source {source_name}: ECR Public answered with an unusable token: {problem}")]
+    EcrPublicResponse {
         source_name: String,
         problem: String,
     },
@@ -81,6 +93,8 @@ impl ProviderError {
             Self::Timeout { .. } => "timeout",
             Self::EcrCall { .. } => "ecr_call",
             Self::EcrResponse { .. } => "ecr_response",
+            Self::EcrPublicCall { .. } => "ecr_public_call",
+            Self::EcrPublicResponse { .. } => "ecr_public_response",
             Self::Google { .. } => "google",
             Self::GoogleFederation { .. } => "google_federation",
             Self::Acr { .. } => "acr",
@@ -93,6 +107,7 @@ impl ProviderError {
 
 pub enum Provider {
     Ecr(ecr::EcrProvider),
+    EcrPublic(ecr_public::EcrPublicProvider),
     Google(google::GoogleProvider),
     Static(static_creds::StaticProvider),
     Acr(acr::AcrProvider),
@@ -114,6 +129,9 @@ impl Provider {
     pub async fn new(cfg: &SourceConfig, timeout: Duration) -> Self {
         match &cfg.kind {
             SourceKind::Ecr(e) => Self::Ecr(ecr::EcrProvider::new(&cfg.name, e, timeout).await),
+            SourceKind::EcrPublic(p) => {
+                Self::EcrPublic(ecr_public::EcrPublicProvider::new(&cfg.name, p, timeout).await)
+            }
             SourceKind::Google(g) => Self::Google(google::GoogleProvider::new(&cfg.name, g)),
             SourceKind::Static(s) => Self::Static(static_creds::StaticProvider::new(&cfg.name, s)),
             SourceKind::Acr(a) => Self::Acr(acr::AcrProvider::new(&cfg.name, a)),
@@ -123,6 +141,7 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Self::Ecr(p) => p.name(),
+            Self::EcrPublic(p) => p.name(),
             Self::Google(p) => p.name(),
             Self::Static(p) => p.name(),
             Self::Acr(p) => p.name(),
@@ -132,6 +151,7 @@ impl Provider {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Ecr(_) => "ecr",
+            Self::EcrPublic(_) => "ecrPublic",
             Self::Google(_) => "google",
             Self::Static(_) => "static",
             Self::Acr(_) => "acr",
@@ -147,6 +167,7 @@ impl Provider {
         let work = async {
             match self {
                 Self::Ecr(p) => p.fetch().await,
+                Self::EcrPublic(p) => p.fetch().await,
                 Self::Google(p) => p.fetch().await,
                 Self::Static(p) => p.fetch(),
                 Self::Acr(p) => p.fetch().await,

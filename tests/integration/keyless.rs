@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 
 use super::common::*;
 
-static KEYLESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static KEYLESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every credential variable of the world's environment: what is left is the default chain.
-const AWS_CREDENTIAL_ENV: &[&str] = &[
+pub(super) const AWS_CREDENTIAL_ENV: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

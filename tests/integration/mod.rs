@@ -3,6 +3,7 @@ mod bad_input;
 mod common;
 mod controller;
 mod daemon;
+mod ecr_public;
 mod faults_api;
 mod faults_provider;
 mod faults_proxy;

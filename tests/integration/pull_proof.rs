@@ -3,8 +3,8 @@
 //! - The kubelet's own keyring code (`keyring`, a Go tool around k8s.io/kubernetes
 //!   `pkg/credentialprovider/secrets`, called as the kubelet's image manager calls it) reads
 //!   our secrets from the API server and must pick, for each image, exactly the credential the
-//!   provider produced: ECR, Artifact Registry, gcr.io, Docker Hub (short names too), quay.io,
-//!   and none for a registry we hold nothing for.
+//!   provider produced: ECR, ECR Public, Artifact Registry, gcr.io, Docker Hub (short names
+//!   too), quay.io, and none for a registry we hold nothing for.
 //! - A real registry (distribution 2.8 from Debian, htpasswd basic auth with bcrypt, plain
 //!   HTTP on 127.0.0.1 of the world) serves a pull to `crane` whose `config.json` is our
 //!   secret's `.dockerconfigjson` byte for byte, and refuses one with a wrong password.
@@ -223,6 +223,46 @@ namespaces: {{ include: [{ns}] }}
     );
     assert_eq!(result(&results, "nginx")["repo"], "docker.io/library/nginx");
     for image in &images[7..] {
+        assert_none(&results, image);
+    }
+}
+
+/// ECR Public's one host serves every alias and repository under it, and nothing else: not
+/// a private ECR registry (another service, another token), not the gallery's web host.
+#[tokio::test]
+async fn the_kubelet_keyring_serves_public_ecr_aws_images_from_the_ecr_public_token() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("pullpub", &[], &[]).await;
+    let cfg = s.file(
+        "c.yaml",
+        &format!(
+            "registries:\n  - name: pub\n    ecrPublic: {{}}\nsecrets:\n  - name: public\n    registries: [pub]\nnamespaces: {{ include: [{ns}] }}\n"
+        ),
+    );
+    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let public = auths(&s.secret(&ns, "public").await.unwrap());
+    let key = "public.ecr.aws";
+    assert_eq!(public[key]["username"], "AWS", "{public}");
+    assert!(
+        public[key]["password"].as_str().unwrap().len() > 20,
+        "{public}"
+    );
+    let private_ecr = format!(
+        "{}.dkr.ecr.us-east-1.amazonaws.com/app:1",
+        env("REGCRED_TEST_AWS_ACCOUNT_ID")
+    );
+    let images = [
+        "public.ecr.aws/my-alias/app:1",
+        "public.ecr.aws/docker/library/nginx:latest",
+        private_ecr.as_str(),
+        "gallery.ecr.aws/my-alias/app:1",
+    ];
+    let results = keyring(&ns, &["public"], &images).await;
+    for image in &images[..2] {
+        assert_served(&results, image, &ns, "public", key, &public[key]);
+    }
+    for image in &images[2..] {
         assert_none(&results, image);
     }
 }

@@ -137,7 +137,7 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
 {{- fail "config.secrets is empty: name at least one image pull secret to write (see docs/install.md)" }}
 {{- end }}
 {{- if not $c.registries }}
-{{- fail "config.registries is empty: configure at least one registry (ecr, google, static or acr)" }}
+{{- fail "config.registries is empty: configure at least one registry (ecr, ecrPublic, google, static or acr)" }}
 {{- end }}
 {{- $regs := list }}
 {{- range $r := $c.registries }}
