@@ -59,6 +59,7 @@ demo: test-deps
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	bash scripts/check-msrv.sh
 
 # Chart tests (tests/chart/run.sh): helm lint, helm-unittest, kubeconform, server dry-run,
 # and the binary run --once under the chart's own RBAC, all in a fresh world. Tools are
