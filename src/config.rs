@@ -22,6 +22,7 @@ mod sections;
 mod sources;
 mod yaml_error;
 
+pub(crate) use azure::is_guid;
 pub(crate) use environment::read_small_file;
 pub use error::ConfigError;
 
@@ -134,6 +135,8 @@ pub struct AcrConfig {
     pub client_id: String,
     /// Entra's endpoint, without a trailing slash.
     pub authority: String,
+    /// The registry audience asked of Entra (`<resource>/.default`).
+    pub scope: String,
     pub credential: AzureCredential,
 }
 
@@ -210,6 +213,7 @@ struct AcrFile {
     federated_token_file: Option<PathBuf>,
     client_secret_file: Option<PathBuf>,
     authority_host: Option<String>,
+    scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

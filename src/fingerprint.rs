@@ -83,11 +83,12 @@ fn describe(kind: &SourceKind) -> String {
             format!("static dockerconfigjson={}", value_from(from))
         }
         SourceKind::Acr(a) => format!(
-            "acr server={} tenant={} client={} authority={} credential={}",
+            "acr server={} tenant={} client={} authority={} scope={} credential={}",
             a.login_server,
             a.tenant_id,
             a.client_id,
             a.authority,
+            a.scope,
             match &a.credential {
                 AzureCredential::FederatedToken(_) => "federated-token",
                 AzureCredential::ClientSecret(_) => "client-secret",

@@ -13,6 +13,8 @@ use super::{AcrConfig, AcrFile, AzureCredential};
 
 /// The public cloud's Entra endpoint, as the Azure SDKs default to it.
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// The registry audience, which ACR accepts whether or not ARM-audience tokens are allowed.
+pub const DEFAULT_SCOPE: &str = "https://containerregistry.azure.net/.default";
 
 pub(super) fn acr(field: &str, a: AcrFile) -> Checked<AcrConfig> {
     acr_with(field, a, &environment::azure())
@@ -27,7 +29,8 @@ fn acr_with(field: &str, a: AcrFile, env: &AzureEnv) -> Checked<AcrConfig> {
         "AZURE_TENANT_ID",
         &env.tenant_id,
     )?;
-    if !(is_guid(&tenant_id) || is_domain(&tenant_id)) {
+    // Entra refuses the tenant-independent names (common, organizations) for client credentials.
+    if !(is_guid(&tenant_id) || (is_domain(&tenant_id) && tenant_id.contains('.'))) {
         return Err(ConfigError::invalid(
             &tenant_field,
             &format!("{tenant_id:?} is not a tenant ID"),
@@ -61,12 +64,21 @@ fn acr_with(field: &str, a: AcrFile, env: &AzureEnv) -> Checked<AcrConfig> {
             "use the cloud's Entra endpoint, e.g. https://login.microsoftonline.com (https://login.microsoftonline.us, https://login.chinacloudapi.cn)",
         ));
     }
+    let scope = a.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_string());
+    if !scope.strip_suffix("/.default").is_some_and(is_https_origin) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.scope"),
+            &format!("{scope:?} is not a resource's /.default scope"),
+            "leave it out (the registry audience, https://containerregistry.azure.net/.default), or name another cloud's, e.g. https://management.usgovcloudapi.net/.default",
+        ));
+    }
     let credential = credential(field, a.client_secret_file, a.federated_token_file, env)?;
     Ok(AcrConfig {
         login_server,
         tenant_id,
         client_id,
         authority,
+        scope,
         credential,
     })
 }
@@ -156,7 +168,7 @@ fn credential(
     Ok(cred)
 }
 
-fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
         && groups
@@ -211,6 +223,7 @@ mod tests {
             federated_token_file: None,
             client_secret_file: None,
             authority_host: None,
+            scope: None,
         }
     }
 
@@ -236,6 +249,7 @@ mod tests {
         assert_eq!(c.tenant_id, TENANT);
         assert_eq!(c.client_id, CLIENT);
         assert_eq!(c.authority, "https://login.microsoftonline.com");
+        assert_eq!(c.scope, DEFAULT_SCOPE);
         assert!(matches!(c.credential, AzureCredential::FederatedToken(_)));
     }
 
@@ -265,6 +279,14 @@ mod tests {
         let e = err(a, &webhook_env());
         assert!(
             e.contains("registries[0].acr.loginServer") && e.contains("no https://"),
+            "{e}"
+        );
+
+        let mut a = entry();
+        a.tenant_id = Some("organizations".into());
+        let e = err(a, &webhook_env());
+        assert!(
+            e.contains("registries[0].acr.tenantId: \"organizations\" is not a tenant ID"),
             "{e}"
         );
 
@@ -298,6 +320,14 @@ mod tests {
         let e = err(a, &webhook_env());
         assert!(
             e.contains("registries[0].acr.federatedTokenFile: cannot read"),
+            "{e}"
+        );
+
+        let mut a = entry();
+        a.scope = Some("https://containerregistry.azure.net".into());
+        let e = err(a, &webhook_env());
+        assert!(
+            e.contains("registries[0].acr.scope") && e.contains("/.default"),
             "{e}"
         );
 

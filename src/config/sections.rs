@@ -26,7 +26,7 @@ pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
         return Err(ConfigError::invalid(
             "registries",
             "the list is empty",
-            "define at least one registry with `name` and one of `ecr`, `ecrPublic`, `google`, `static`",
+            "define at least one registry with `name` and one of `ecr`, `ecrPublic`, `google`, `static`, `acr`",
         ));
     }
     let sources = f

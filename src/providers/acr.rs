@@ -24,8 +24,6 @@ use crate::credentials::{Credentials, RegistryCredential};
 
 /// The user name ACR expects with a refresh token as password.
 pub const USERNAME: &str = "00000000-0000-0000-0000-000000000000";
-/// The registry audience, which ACR accepts whether or not ARM-audience tokens are allowed.
-pub const SCOPE: &str = "https://containerregistry.azure.net/.default";
 const FORM: &str = "application/x-www-form-urlencoded";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -90,22 +88,33 @@ async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<U
         name: EXCHANGE,
         url: &url,
     };
-    let form = Zeroizing::new(
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "access_token")
+    let form = Zeroizing::new({
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "access_token")
             .append_pair("service", &cfg.login_server)
-            .append_pair("tenant", &cfg.tenant_id)
-            .append_pair("access_token", &access_token)
-            .finish(),
-    );
+            .append_pair("access_token", &access_token);
+        // Optional for the registry; the Azure CLI sends the tenant's ID, and a domain is not one.
+        if crate::config::is_guid(&cfg.tenant_id) {
+            form.append_pair("tenant", &cfg.tenant_id);
+        }
+        form.finish()
+    });
     let answer = step.post(FORM, None, form.as_bytes()).await?;
-    let doc = parse_answer(step, &answer)?;
-    let token = Zeroizing::new(field_str(&doc, "refresh_token").map_err(step.bad(&answer))?);
-    let expires_at = jwt_expiry(&token).map_err(step.bad(&answer))?;
+    refresh_token_from(step, &answer)
+}
+
+/// The refresh token of the exchange's answer and its expiry.
+fn refresh_token_from(
+    step: Step,
+    answer: &http::Answer,
+) -> Result<(Zeroizing<String>, DateTime<Utc>), AcrError> {
+    let doc = parse_answer(step, answer)?;
+    let token = Zeroizing::new(field_str(&doc, "refresh_token").map_err(step.bad(answer))?);
+    let expires_at = jwt_expiry(&token).map_err(step.bad(answer))?;
     Ok((token, expires_at))
 }
 
-/// An access token for the registry audience, by client credentials.
+/// An access token for the registry audience (`scope`), by client credentials.
 async fn entra_token(cfg: &AcrConfig) -> Result<Zeroizing<String>, AcrError> {
     let url = format!("{}/{}/oauth2/v2.0/token", cfg.authority, cfg.tenant_id);
     let (proof_field, proof) = match &cfg.credential {
@@ -130,7 +139,7 @@ async fn entra_token(cfg: &AcrConfig) -> Result<Zeroizing<String>, AcrError> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials")
             .append_pair("client_id", &cfg.client_id)
-            .append_pair("scope", SCOPE);
+            .append_pair("scope", &cfg.scope);
         if proof_field == "client_assertion" {
             form.append_pair("client_assertion_type", ASSERTION_TYPE);
         }
@@ -239,8 +248,10 @@ fn fix_for(step: &str, description: &str, status: u16) -> &'static str {
         }
         ENTRA if aadsts("AADSTS90002") => "check tenantId (AZURE_TENANT_ID): no such tenant",
         ENTRA => "check tenantId, clientId and the credential against the app registration",
+        // The exchange takes any valid Entra token of the tenant; AcrPull is checked later, when
+        // a pull asks for a repository token.
         _ if status == 401 || status == 403 => {
-            "grant the identity the AcrPull role on the registry (az role assignment create --role AcrPull --assignee <clientId> --scope <registry id>)"
+            "the registry refused the Entra token: check that the registry is in this tenant, that its Entra authentication is on (an ARM-audience-only policy refuses nothing here; a disabled one refuses all), and the clock (AcrPull is checked at pull time, not here)"
         }
         _ if status == 404 => {
             "check loginServer: the registry must exist and have Entra authentication enabled"
@@ -303,7 +314,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("UNAUTHORIZED: authentication required"), "{e}");
-        assert!(e.contains("AcrPull"), "{e}");
+        assert!(
+            e.contains("fix: the registry refused the Entra token"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -312,11 +326,29 @@ mod tests {
             name: EXCHANGE,
             url: "u",
         };
-        let e = parse_answer(step, &http::Answer::of(200, "eyJsecret.eyJsecret"))
-            .unwrap_err()
-            .to_string();
-        assert!(!e.contains("eyJsecret"), "{e}");
-        let e = jwt_expiry("eyJhbGciOiJIUzI1NiJ9.eyJzZWNyZXQiOiJ4In0.sig").unwrap_err();
-        assert!(!e.contains("eyJ"), "{e}");
+        // A refresh token without exp, as JSON and as a bare body: refused, never quoted.
+        let no_exp = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhcHAifQ.c2lnbmF0dXJl";
+        for body in [
+            format!(r#"{{"refresh_token":"{no_exp}"}}"#),
+            no_exp.to_string(),
+        ] {
+            let Err(e) = refresh_token_from(step, &http::Answer::of(200, &body)) else {
+                panic!("a refresh token without exp was taken");
+            };
+            let e = e.to_string();
+            for part in no_exp.split('.') {
+                assert!(!e.contains(part), "{e}");
+            }
+        }
+        let good = jwt(r#"{"exp":1790000000}"#);
+        let (token, at) = refresh_token_from(
+            step,
+            &http::Answer::of(200, &format!(r#"{{"refresh_token":"{good}"}}"#)),
+        )
+        .unwrap();
+        assert_eq!(
+            (token.as_str(), at.timestamp()),
+            (good.as_str(), 1_790_000_000)
+        );
     }
 }

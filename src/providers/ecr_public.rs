@@ -63,6 +63,10 @@ impl EcrPublicProvider {
 fn with_fix(message: String) -> String {
     let fix = if message.contains("; fix:") {
         return message;
+    } else if message.contains("; credentials from ") {
+        // Loading the identity failed (an STS refusal says "not authorized" too): the fix is
+        // in that identity's setup, not in ECR Public's permissions.
+        "the AWS identity named above could not be loaded: for web identity check the role's trust policy (the token's issuer, audience sts.amazonaws.com and subject) and the token file; for an endpoint, that it answers"
     } else if ["AccessDenied", "not authorized", "UnauthorizedOperation"]
         .iter()
         .any(|k| message.contains(k))
@@ -185,6 +189,13 @@ mod tests {
         );
         let named = "no credentials found in chain; fix: give the refresher an AWS identity";
         assert_eq!(with_fix(named.into()), named);
+        // An STS refusal while loading the identity is about its trust policy, not ECR Public.
+        let sts = with_fix("failed to load credentials: AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity; credentials from web identity (IRSA): STS AssumeRoleWithWebIdentity for arn:aws:iam::123456789012:role/x with the token in /t".into());
+        assert!(
+            sts.contains("fix: the AWS identity named above could not be loaded"),
+            "{sts}"
+        );
+        assert!(!sts.contains("ecr-public:GetAuthorizationToken"), "{sts}");
     }
 
     #[tokio::test]
