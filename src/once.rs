@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::config::{Config, WriteMode};
 use crate::credentials::Credentials;
 use crate::cycle::{AskTheServer, CycleReport, NamespaceReport, Plan, plan, write_namespace};
+use crate::events::Events;
 use crate::namespaces;
 use crate::providers::Provider;
 use crate::writer::decide::Verdict;
@@ -21,6 +22,7 @@ pub struct OnceRun {
     providers: Vec<Provider>,
     writer: Writer,
     client: kube::Client,
+    events: Events,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -28,11 +30,17 @@ impl OnceRun {
     pub async fn new(config: Config, client: kube::Client) -> Self {
         let providers = crate::providers::build_all(&config).await;
         let writer = Writer::for_config(client.clone(), &config);
+        // A dry run or diff changes nothing, so it reports nothing to the namespaces either.
+        let events = Events::new(
+            &client,
+            config.daemon.events && config.write_mode == WriteMode::Apply,
+        );
         Self {
             config,
             providers,
             writer,
             client,
+            events,
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -86,16 +94,8 @@ impl OnceRun {
                 |s| wanted.contains(s),
             )
         };
-        write_resolved(
-            &self.writer,
-            &self.config,
-            &plan,
-            resolution,
-            live,
-            &mut report,
-            &self.stop,
-        )
-        .await;
+        self.write_resolved(&plan, resolution, live, &mut report)
+            .await;
         report
     }
 
@@ -135,50 +135,56 @@ impl OnceRun {
     }
 }
 
-/// Writes the planned secrets into the resolved targets with the live secrets read ahead.
-async fn write_resolved(
-    writer: &Writer,
-    config: &Config,
-    plan: &Plan,
-    resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
-    live: Option<LiveSecrets>,
-    report: &mut CycleReport,
-    stop: &tokio_util::sync::CancellationToken,
-) {
-    let resolution = match resolution {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "namespace resolution failed");
-            report.resolve_error = Some(e.to_string());
-            return;
+impl OnceRun {
+    /// Writes the planned secrets into the resolved targets with the live secrets read ahead,
+    /// recording an Event on each secret that failed or that another owner holds.
+    async fn write_resolved(
+        &self,
+        plan: &Plan,
+        resolution: Result<namespaces::Resolution, namespaces::NamespaceError>,
+        live: Option<LiveSecrets>,
+        report: &mut CycleReport,
+    ) {
+        let (writer, config, events) = (&self.writer, &self.config, &self.events);
+        let resolution = match resolution {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "namespace resolution failed");
+                report.resolve_error = Some(e.to_string());
+                return;
+            }
+        };
+        for m in &resolution.missing {
+            warn!(namespace = %m, "configured namespace does not exist; not creating it");
         }
-    };
-    for m in &resolution.missing {
-        warn!(namespace = %m, "configured namespace does not exist; not creating it");
+        report.missing = resolution.missing;
+        report.skipped = resolution.skipped;
+        report.secret_errors = plan
+            .blocked
+            .iter()
+            .map(|(s, why)| format!("{s}: {why}"))
+            .collect();
+        let live = live.as_ref();
+        let targets = resolution.targets.len();
+        let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
+            .take_until(self.stop.cancelled())
+            .map(|ns| async move {
+                let done = write_namespace(writer, config, ns, plan, live, &AskTheServer).await;
+                events.for_namespace(&done).await;
+                done
+            })
+            .buffer_unordered(config.concurrency)
+            .collect()
+            .await;
+        done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        if done.len() < targets {
+            warn!(
+                done = done.len(),
+                not_started = targets - done.len(),
+                "stopped before every namespace was written"
+            );
+            report.interrupted = true;
+        }
+        report.namespaces = done;
     }
-    report.missing = resolution.missing;
-    report.skipped = resolution.skipped;
-    report.secret_errors = plan
-        .blocked
-        .iter()
-        .map(|(s, why)| format!("{s}: {why}"))
-        .collect();
-    let live = live.as_ref();
-    let targets = resolution.targets.len();
-    let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
-        .take_until(stop.cancelled())
-        .map(|ns| write_namespace(writer, config, ns, plan, live, &AskTheServer))
-        .buffer_unordered(config.concurrency)
-        .collect()
-        .await;
-    done.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    if done.len() < targets {
-        warn!(
-            done = done.len(),
-            not_started = targets - done.len(),
-            "stopped before every namespace was written"
-        );
-        report.interrupted = true;
-    }
-    report.namespaces = done;
 }

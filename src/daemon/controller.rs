@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
@@ -30,7 +29,7 @@ use super::pass::{Finished, Passes};
 use crate::credentials::Credentials;
 use crate::cycle::{self, CycleReport, NamespaceReport};
 use crate::namespaces::Decision;
-use crate::writer::{MANAGED_BY, SaOutcome, SecretOutcome, managed_selector};
+use crate::writer::{SaOutcome, SecretOutcome, managed_selector};
 
 pub(super) type NamespaceMeta = PartialObjectMeta<Namespace>;
 pub(super) type SecretMeta = PartialObjectMeta<Secret>;
@@ -466,31 +465,10 @@ pub(super) fn retryable_failures(report: &NamespaceReport) -> usize {
 
 /// Counts outcomes and raises Events for the failures a cluster user should see.
 async fn record(shared: &DaemonState, ns: &NamespaceReport) {
-    for (secret, o) in &ns.secrets {
+    for (_, o) in &ns.secrets {
         shared.metrics.write(o.label());
-        let note = match o {
-            SecretOutcome::Failed(e) => Some(("WriteFailed", e.to_string())),
-            SecretOutcome::Conflict => Some((
-                "Conflict",
-                format!(
-                    "secret {secret} exists and is not managed by {MANAGED_BY}; left untouched (set adopt: true to take it over)"
-                ),
-            )),
-            _ => None,
-        };
-        if let Some((reason, note)) = note {
-            let reference = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Secret".into()),
-                name: Some(secret.clone()),
-                namespace: Some(ns.namespace.clone()),
-                ..Default::default()
-            };
-            shared
-                .event(EventType::Warning, reason, note, reference)
-                .await;
-        }
     }
+    shared.events.for_namespace(ns).await;
     for (_, o) in &ns.service_accounts {
         if let SaOutcome::Failed(_) = o {
             shared.metrics.write("serviceaccount_failed");

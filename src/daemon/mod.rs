@@ -12,16 +12,16 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::events::Events;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::providers::Provider;
-use crate::writer::{MANAGED_BY, Writer};
+use crate::writer::Writer;
 
 mod controller;
 mod leader;
@@ -51,7 +51,7 @@ pub struct DaemonState {
     pub metrics: Metrics,
     cycle_done: AtomicBool,
     standby: AtomicBool,
-    recorder: Option<Recorder>,
+    events: Events,
 }
 
 impl DaemonState {
@@ -62,15 +62,7 @@ impl DaemonState {
     ) -> Arc<Self> {
         let providers = crate::providers::build_all(&config).await;
         let writer = Writer::for_config(client.clone(), &config);
-        let recorder = config.daemon.events.then(|| {
-            Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: MANAGED_BY.into(),
-                    instance: std::env::var("POD_NAME").ok(),
-                },
-            )
-        });
+        let events = Events::new(&client, config.daemon.events);
         Arc::new(Self {
             standby: AtomicBool::new(config.daemon.leader.is_some()),
             config,
@@ -81,7 +73,7 @@ impl DaemonState {
             creds: RwLock::default(),
             metrics: Metrics::default(),
             cycle_done: AtomicBool::new(false),
-            recorder,
+            events,
         })
     }
 
@@ -126,28 +118,6 @@ impl DaemonState {
         self.metrics
             .remembered_objects
             .set(i64::try_from(self.writer.remembered()).unwrap_or(i64::MAX));
-    }
-
-    async fn event(
-        &self,
-        type_: EventType,
-        reason: &str,
-        note: String,
-        reference: ObjectReference,
-    ) {
-        let Some(recorder) = &self.recorder else {
-            return;
-        };
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Refresh".into(),
-            secondary: None,
-        };
-        if let Err(error) = recorder.publish(&ev, &reference).await {
-            warn!(%error, reason, "cannot record event");
-        }
     }
 
     fn own_pod(&self) -> Option<ObjectReference> {
@@ -254,9 +224,7 @@ async fn work(shared: Arc<DaemonState>, cancel: CancellationToken) {
                         if let Some(pod) = shared.own_pod() {
                             let (shared, note) = (shared.clone(), e.to_string());
                             tokio::spawn(async move {
-                                shared
-                                    .event(EventType::Warning, "RefreshFailed", note, pod)
-                                    .await;
+                                shared.events.warn("RefreshFailed", note, pod).await;
                             });
                         }
                     }

@@ -52,6 +52,25 @@ async fn put_secret(
         .unwrap()
 }
 
+/// The Warning Events regcred-refresher recorded in `ns`: (reason, regarding name).
+async fn warnings(s: &Scratch, ns: &str) -> Vec<(String, String)> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reporting_controller.as_deref() == Some("regcred-refresher")
+        })
+        .map(|e| {
+            let name = e.regarding.and_then(|r| r.name).unwrap_or_default();
+            (e.reason.unwrap_or_default(), name)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_secret_we_do_not_manage_is_left_alone_unless_adopted() {
     let s = Scratch::new().await;
@@ -73,6 +92,19 @@ async fn a_secret_we_do_not_manage_is_left_alone_unless_adopted() {
         &format!("  include: [{theirs}, {free}]\n"),
         "",
     );
+    // A dry run changes nothing, so it tells the namespace nothing either.
+    let dry = run_bin(
+        &[
+            "--once",
+            "--dry-run=server",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(dry.code, 1, "{dry:?}");
+    assert_eq!(warnings(&s, &theirs).await, vec![]);
     let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
     assert_eq!(r.code, 1, "a conflict fails the run: {r:?}");
     assert!(
@@ -86,6 +118,12 @@ async fn a_secret_we_do_not_manage_is_left_alone_unless_adopted() {
         s.secret(&free, "regcred").await.is_some(),
         "the other namespace is still written"
     );
+    // The namespace's owners see why in their own namespace, not only in a Job's log.
+    assert_eq!(
+        warnings(&s, &theirs).await,
+        vec![("Conflict".to_string(), "regcred".to_string())]
+    );
+    assert_eq!(warnings(&s, &free).await, vec![]);
 
     let adopt = static_config(
         &s,
@@ -134,6 +172,10 @@ async fn a_managed_name_with_the_wrong_type_is_a_clear_error() {
     );
     assert!(r.stderr.contains("immutable"), "{}", r.stderr);
     assert!(s.secret(&good, "regcred").await.is_some());
+    assert_eq!(
+        warnings(&s, &bad).await,
+        vec![("WriteFailed".to_string(), "regcred".to_string())]
+    );
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ path part when that names a host (has a dot or a port, or is localhost), else it
 {{- end }}
 
 {{- define "regcred-refresher.events" -}}
-{{- if and (include "regcred-refresher.daemon" .) .Values.events }}true{{ end }}
+{{- if .Values.events }}true{{ end }}
 {{- end }}
 
 {{/* The admin listener: `[::]` is dual-stack on Linux (IPv6 and, through v4-mapped addresses,
@@ -208,6 +208,8 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
       value: {{ $v.logLevel | quote }}
     - name: REGCRED_INSTANCE
       value: {{ $.Release.Name | quote }}
+    - name: REGCRED_EVENTS
+      value: {{ $v.events | quote }}
     {{- if .once }}
     - name: REGCRED_ONCE
       value: "true"
@@ -218,8 +220,6 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
       value: {{ $v.schedule | quote }}
     - name: REGCRED_ADMIN_ADDR
       value: {{ include "regcred-refresher.adminAddr" $ | quote }}
-    - name: REGCRED_EVENTS
-      value: {{ $v.events | quote }}
     {{- if include "regcred-refresher.leaderElection" $ }}
     - name: REGCRED_LEADER_ELECTION
       value: "true"
