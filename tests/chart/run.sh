@@ -169,6 +169,13 @@ reset_targets() {
   done
 }
 
+# conflict_in NS: a hand-made secret of the managed name, which the refresher must leave alone.
+conflict_in() {
+  kubectl -n "$1" delete secret regcred --ignore-not-found >/dev/null
+  kubectl -n "$1" create secret docker-registry regcred --docker-server=mine.example \
+    --docker-username=u --docker-password=p >/dev/null
+}
+
 # ablate NAMESPACE-OR-"" KIND NAME RULE-INDEX VERB: drop one verb from one rule.
 ablate() {
   local ns="$1" kind="$2" name="$3" idx="$4" verb="$5"
@@ -220,7 +227,8 @@ cannot "$SA" patch serviceaccounts/builder -n st-a
 cannot "$SA" create serviceaccounts/token -n st-a
 cannot "$SA" get configmaps -n "$NS"
 cannot "$SA" watch namespaces
-cannot "$SA" create events -n st-a
+can "$SA" create events -n st-a
+cannot "$SA" patch events -n st-a # only the daemon repeats an Event (and patches its series)
 cannot "$SA" create leases.coordination.k8s.io -n "$NS"
 # Each verb is necessary: drop it, reset, run: the cycle fails.
 CR="$REL-regcred-refresher"
@@ -230,12 +238,26 @@ for i in $(seq 0 $(($(jq '.rules | length' <<<"$rules_json") - 1))); do
     res="$(jq -r --argjson i "$i" '.rules[$i].resources[0]' <<<"$rules_json")"
     reset_targets regcred st-a st-b
     ablate "" clusterrole "$CR" "$i" "$verb"
-    refuse "without $verb on $res, --once fails (rule needed)" once "$KC" "$CFG"
+    if [[ "$res" == events ]]; then
+      # Not needed for the run's result: for telling a namespace why its secret was not written.
+      conflict_in st-a
+      check "without $verb on events, a conflict goes unreported in its namespace (rule needed)" bash -c \
+        "KUBECONFIG='$KC' REGCRED_INSTANCE='$REL' '$BIN' --once --config '$CFG' --log-format text 2>&1 | grep -q 'cannot record event'"
+      kubectl -n st-a delete secret regcred >/dev/null
+    else
+      refuse "without $verb on $res, --once fails (rule needed)" once "$KC" "$CFG"
+    fi
     kubectl replace -f - >/dev/null <<<"$(jq 'del(.metadata.resourceVersion)' <<<"$rules_json")"
   done
 done
 reset_targets regcred st-a st-b
 check "with every rule restored, --once exits 0 again" once "$KC" "$CFG"
+conflict_in st-a
+refuse "--once with a hand-made regcred in st-a exits 1 (conflict)" once "$KC" "$CFG"
+check "and records a Conflict Event on st-a/regcred, under the chart's RBAC" bash -c \
+  "kubectl -n st-a get events.events.k8s.io -o json | jq -e '.items | any(.reason == \"Conflict\" and .regarding.name == \"regcred\" and .reportingController == \"regcred-refresher\")'"
+kubectl -n st-a delete secret regcred >/dev/null
+check "with the hand-made secret gone, --once exits 0 again" once "$KC" "$CFG"
 
 step "deployment mode (ECR via moto, prune, leader election, ServiceAccounts): --once under its RBAC"
 REL=ecr
