@@ -569,6 +569,20 @@ pub const FAST_RENEWAL: [&str; 6] = [
 ];
 
 impl DaemonProc {
+    /// Waits up to `secs` for `ns/name` to exist (`present`) or to be gone; fails with the
+    /// daemon's log otherwise.
+    pub async fn await_secret(&self, s: &Scratch, ns: &str, name: &str, present: bool, secs: u64) {
+        let ok = wait_until(std::time::Duration::from_secs(secs), || async {
+            s.secret(ns, name).await.is_some() == present
+        })
+        .await;
+        assert!(
+            ok,
+            "{ns}/{name} present={present} never came: {}",
+            self.logs()
+        );
+    }
+
     /// Watches `ns/regcred` for `secs` while the daemon renews short-lived credentials: every
     /// version seen must hold an unexpired credential (by its expires-at annotation), and at
     /// least two must differ. The passwords `password` read from them, in order of first sight.

@@ -82,14 +82,6 @@ impl Rig {
     }
 
     /// Waits until `ns/name` exists (or is gone), failing with the daemon's log.
-    async fn await_secret(&self, d: &DaemonProc, ns: &str, name: &str, present: bool, secs: u64) {
-        let ok = wait_until(Duration::from_secs(secs), || async {
-            self.s.secret(ns, name).await.is_some() == present
-        })
-        .await;
-        assert!(ok, "{ns}/{name} present={present} never came: {}", d.logs());
-    }
-
     async fn patches_of(&self, ns: &str) -> usize {
         self.api
             .seen("PATCH", &format!("/namespaces/{ns}/secrets/regcred"))
@@ -114,7 +106,7 @@ async fn a_failed_write_is_retried_while_unrelated_events_keep_arriving() {
     fault["times"] = json!(2);
     r.api.set_rules(json!([fault])).await;
     let d = r.daemon(&r.all(), &[]).await;
-    r.await_secret(&d, &b, "regcred", true, 20).await;
+    d.await_secret(&r.s, &b, "regcred", true, 20).await;
     // Unrelated events, one every 150 ms, for as long as the retry may take.
     let mut n = 0;
     let written = wait_until(Duration::from_secs(20), || {
@@ -171,7 +163,7 @@ async fn a_forbidden_namespace_is_reported_once_not_looped() {
     // A change of the namespace is a reason to look again.
     r.api.set_rules(json!([])).await;
     r.relabel(&a, "rbac", "granted").await;
-    r.await_secret(&d, &a, "regcred", true, 10).await;
+    d.await_secret(&r.s, &a, "regcred", true, 10).await;
 }
 
 /// Cluster-wide secret lists (not watches) the daemon has sent so far.
@@ -198,7 +190,7 @@ async fn a_relabel_with_prune_costs_no_list_per_event() {
         r.prefix
     );
     let d = r.daemon(&selected, &["--prune"]).await;
-    r.await_secret(&d, &a, "regcred", true, 20).await;
+    d.await_secret(&r.s, &a, "regcred", true, 20).await;
     // The one sweep after the first pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lists = secret_lists(&r.api).await;
@@ -206,7 +198,7 @@ async fn a_relabel_with_prune_costs_no_list_per_event() {
         r.relabel(&others[i % 2], "churn", &i.to_string()).await;
     }
     r.relabel(&a, "regcred", "off").await;
-    r.await_secret(&d, &a, "regcred", false, 10).await;
+    d.await_secret(&r.s, &a, "regcred", false, 10).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(secret_lists(&r.api).await, lists, "{}", d.logs());
 }
@@ -247,7 +239,7 @@ async fn a_secret_deleted_while_the_watch_had_lost_track_is_restored() {
     let r = Rig::new(json!([])).await;
     let a = r.s.namespace(&r.prefix, &[], &[]).await;
     let d = r.daemon(&r.all(), &[]).await;
-    r.await_secret(&d, &a, "regcred", true, 20).await;
+    d.await_secret(&r.s, &a, "regcred", true, 20).await;
     // Settled: no reconcile or retry pending that would look at the namespace anyway.
     tokio::time::sleep(Duration::from_secs(3)).await;
     r.api
@@ -264,7 +256,7 @@ async fn a_secret_deleted_while_the_watch_had_lost_track_is_restored() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     r.link.up().await;
-    r.await_secret(&d, &a, "regcred", true, 30).await;
+    d.await_secret(&r.s, &a, "regcred", true, 30).await;
     let log = r.api.log().await;
     assert!(
         log.iter().any(|e| e["rule"] == 0),
@@ -364,7 +356,7 @@ async fn names_no_longer_configured_are_pruned_by_name() {
     let d = r
         .daemon(&r.all(), &["--prune", "--prune-secret-names", "oldcred"])
         .await;
-    r.await_secret(&d, &a, "oldcred", false, 20).await;
+    d.await_secret(&r.s, &a, "oldcred", false, 20).await;
     assert!(r.s.secret(&b, "oldcred").await.is_some(), "not ours: kept");
     assert!(r.s.secret(&a, "regcred").await.is_some());
     assert!(

@@ -249,14 +249,7 @@ async fn the_daemon_renews_the_secret_before_the_token_expires() {
         &[("AWS_ENDPOINT_URL", &proxy.url())],
     )
     .await;
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            s.secret(&ns, "regcred").await.is_some()
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    d.await_secret(&s, &ns, "regcred", true, 15).await;
     let first = s.secret(&ns, "regcred").await.unwrap();
     let first_expiry = expires_at(&first);
     assert!(first_expiry - Utc::now() <= chrono::Duration::seconds(8));

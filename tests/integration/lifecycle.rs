@@ -649,14 +649,7 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
         &[("KUBECONFIG", kc.to_str().unwrap()), ("POD_NAME", "one")],
     )
     .await;
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            s.secret(&ns, "regcred").await.is_some()
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    d.await_secret(&s, &ns, "regcred", true, 15).await;
     assert_eq!(d.metric("regcred_leader").await, Some(1.0));
     let cut = tokio::time::Instant::now();
     link.down();

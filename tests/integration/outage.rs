@@ -46,14 +46,7 @@ async fn a_provider_outage_keeps_the_secret_and_recovers() {
         &[("AWS_ENDPOINT_URL", &link.url("http"))],
     )
     .await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            s.secret(&ns, "regcred").await.is_some()
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    d.await_secret(&s, &ns, "regcred", true, 10).await;
     let before = s.secret(&ns, "regcred").await.unwrap();
 
     link.down();
@@ -112,14 +105,7 @@ async fn an_api_server_outage_ends_with_every_target_correct() {
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     )
     .await;
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            s.secret(&a, "regcred").await.is_some()
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
+    d.await_secret(&s, &a, "regcred", true, 10).await;
 
     link.down();
     // While it is away: a secret is deleted and a namespace appears.
