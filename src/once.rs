@@ -133,9 +133,7 @@ impl OnceRun {
         }
         wanted
     }
-}
 
-impl OnceRun {
     /// Writes the planned secrets into the resolved targets with the live secrets read ahead,
     /// recording an Event on each secret that failed or that another owner holds.
     async fn write_resolved(
