@@ -168,11 +168,10 @@ fn read(
         fix,
     };
     let text = Zeroizing::new(crate::config::read_small_file(path).map_err(fail)?);
-    let value = Zeroizing::new(text.trim().to_string());
-    if value.is_empty() {
-        return Err(fail("empty".into()));
-    }
-    Ok(value)
+    // As every credential file is read (a byte-order mark, a trailing newline, empty or too
+    // large refused); a token or secret has no surrounding whitespace of its own.
+    let value = super::static_creds::clean_value(&text).map_err(fail)?;
+    Ok(Zeroizing::new(value.trim().to_string()))
 }
 
 /// The `exp` claim of the registry's refresh token (a JWT). The token is ours to use, not to
@@ -267,6 +266,21 @@ mod tests {
     fn jwt(claims: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
+    }
+
+    #[test]
+    fn a_credential_file_is_cleaned_like_every_other() {
+        let path = std::env::temp_dir().join(format!("regcred-acr-read-{}", std::process::id()));
+        // A Windows editor's byte-order mark and a trailing newline are not part of it.
+        std::fs::write(&path, "\u{feff}s3cret~value\r\n").unwrap();
+        assert_eq!(
+            read("client secret", &path, "f").unwrap().as_str(),
+            "s3cret~value"
+        );
+        std::fs::write(&path, "\u{feff}\n").unwrap();
+        let e = read("client secret", &path, "f").unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
