@@ -114,6 +114,44 @@ async fn new_namespaces_and_deleted_secrets_are_served_from_cache_within_seconds
     );
 }
 
+/// At start the namespace list and the first pass are one piece of work: each target namespace
+/// is written once, not once for the list and again for the pass (twice the API calls at
+/// scale, and a conflict or an immutable secret reported twice).
+#[tokio::test]
+async fn the_start_writes_each_target_namespace_once() {
+    let s = Scratch::new().await;
+    let p = unique("d1");
+    const TARGETS: usize = 12;
+    for _ in 0..TARGETS {
+        s.namespace(&p, &[], &[]).await;
+    }
+    let pw = s.file("pw", "x");
+    let cfg = s.file(
+        "c.yaml",
+        &static_cfg(&pw, &format!("{{ include: [\"{p}-*\"] }}")),
+    );
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    let created = "regcred_secret_writes_total{result=\"created\"}";
+    assert!(
+        d.metric_reaches(created, TARGETS as f64, 15).await,
+        "{}",
+        d.logs()
+    );
+    // A second look would come right after the first; this leaves it time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, metrics) = d.get("/metrics").await.unwrap();
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("regcred_secret_writes_total{"))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![format!("{created} {TARGETS}").as_str()],
+        "{}",
+        d.logs()
+    );
+}
+
 #[tokio::test]
 async fn readiness_and_metrics_follow_the_credentials() {
     let s = Scratch::new().await;
