@@ -16,6 +16,7 @@ use crate::config::WriteMode;
 mod apply;
 pub mod decide;
 mod desired;
+mod echo;
 mod error;
 mod service_accounts;
 
@@ -129,9 +130,8 @@ pub struct Writer {
     instance: String,
     /// `--force`: write every target whatever its freshness.
     force: bool,
-    /// resourceVersion of what we last wrote or found up to date, by (kind, namespace, name):
-    /// the daemon's watches skip the echo of their own writes.
-    seen: std::sync::Mutex<std::collections::HashMap<(&'static str, String, String), String>>,
+    /// What we wrote: the daemon's watches skip the echo of their own writes.
+    echoes: echo::Echoes,
 }
 
 impl Writer {
@@ -147,7 +147,7 @@ impl Writer {
             field_manager,
             instance,
             force: false,
-            seen: Default::default(),
+            echoes: Default::default(),
         }
     }
 
@@ -168,45 +168,29 @@ impl Writer {
     }
 
     fn remember(&self, kind: &'static str, meta: &ObjectMeta) {
-        if let (Some(ns), Some(name), Some(rv)) =
-            (&meta.namespace, &meta.name, &meta.resource_version)
-            && let Ok(mut seen) = self.seen.lock()
-        {
-            seen.insert((kind, ns.clone(), name.clone()), rv.clone());
-        }
+        self.echoes.remember(kind, meta);
     }
 
     /// Drops what we remembered of an object that is gone, so the cache holds no more than
     /// what lives in the cluster.
     pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(&(kind, namespace.to_string(), name.to_string()));
-        }
+        self.echoes.forget(kind, namespace, name);
     }
 
     /// Drops everything remembered of a namespace that is gone.
     pub fn forget_namespace(&self, namespace: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|(_, ns, _), _| ns != namespace);
-        }
+        self.echoes.forget_namespace(namespace);
     }
 
     /// How many objects are remembered (a gauge: it must follow the live objects).
     pub fn remembered(&self) -> usize {
-        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+        self.echoes.remembered()
     }
 
-    /// True when `meta` is exactly the object we last wrote or found up to date.
-    pub fn is_echo(&self, kind: &'static str, meta: &ObjectMeta) -> bool {
-        let (Some(ns), Some(name), Some(rv)) =
-            (&meta.namespace, &meta.name, &meta.resource_version)
-        else {
-            return false;
-        };
-        self.seen
-            .lock()
-            .map(|seen| seen.get(&(kind, ns.clone(), name.clone())) == Some(rv))
-            .unwrap_or(false)
+    /// True when `meta` is exactly the object we last wrote or found up to date (waiting for
+    /// a write under way on it to end).
+    pub async fn is_echo(&self, kind: &'static str, meta: &ObjectMeta) -> bool {
+        self.echoes.is_echo(kind, meta).await
     }
 
     /// Reads every live secret of the given names in one list per name (a field selector on
@@ -345,6 +329,7 @@ impl Writer {
                 sources: format!("{} (not fetched)", desired.sources.join(",")),
             });
         }
+        let _writing = self.echoes.writing("secret", namespace, &desired.name);
         match self.apply(namespace, desired, existing.as_ref()).await {
             Ok(()) => out,
             Err(e) => failed(e),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use futures::future::Either;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::{ObjectMeta, PartialObjectMeta};
@@ -102,7 +103,7 @@ pub(super) async fn run(
 
     let namespaces = {
         let ctx = ctx.clone();
-        watcher(
+        let events = watcher(
             Api::<NamespaceMeta>::all(client.clone()),
             watcher::Config::default(),
         )
@@ -120,8 +121,8 @@ pub(super) async fn run(
             }
             Err(error) => warn!(%error, "namespace watch error; retrying"),
             _ => {}
-        })
-        .applied_objects()
+        });
+        after_first_list(events)
     };
 
     let (all_tx, all_rx) = futures::channel::mpsc::unbounded::<()>();
@@ -176,10 +177,15 @@ pub(super) async fn run(
                 _ = cancel.cancelled() => return,
                 r = ctx.namespaces.wait_until_ready() => if r.is_err() { return },
             }
+            // A leader again, with credentials cached from its last term: they serve the
+            // namespaces of the first list while the sources fetch anew.
+            let mut cached = !ctx.shared.snapshot().is_empty();
             loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = refreshed.recv() => if r.is_none() { return },
+                if !std::mem::take(&mut cached) {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = refreshed.recv() => if r.is_none() { return },
+                    }
                 }
                 while refreshed.try_recv().is_ok() {}
                 let resolution = crate::namespaces::classify(
@@ -218,6 +224,31 @@ pub(super) async fn run(
     }
 }
 
+/// The namespaces to reconcile from their watch: each one added or changed, but none of the
+/// first list, which the first pass (every namespace, once credentials are there) covers;
+/// reconciled for both, a namespace was written twice at start. A later re-list is passed on:
+/// a namespace relabelled while the watch was away is in no other event.
+fn after_first_list(
+    stream: impl futures::Stream<Item = Result<watcher::Event<NamespaceMeta>, watcher::Error>>
+    + Send
+    + 'static,
+) -> impl futures::Stream<Item = Result<NamespaceMeta, watcher::Error>> + Send + 'static {
+    let mut listed_once = false;
+    stream.filter_map(move |ev| {
+        let out = match ev {
+            Ok(watcher::Event::Apply(ns)) => Some(Ok(ns)),
+            Ok(watcher::Event::InitApply(ns)) if listed_once => Some(Ok(ns)),
+            Ok(watcher::Event::InitDone) => {
+                listed_once = true;
+                None
+            }
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        };
+        std::future::ready(out)
+    })
+}
+
 /// Only the identity of an object: what pruning and echo detection read.
 fn identity(m: &ObjectMeta) -> ObjectMeta {
     ObjectMeta {
@@ -247,15 +278,18 @@ where
 {
     let mut listed_once = false;
     stream.filter_map(move |ev| {
+        let shared = shared.clone();
         let out = match ev {
             Ok(watcher::Event::Apply(obj)) => {
-                let m = obj.meta();
-                if shared.writer.is_echo(kind, m) {
-                    None
-                } else {
-                    debug!(kind, namespace = ?m.namespace, name = ?m.name, "change seen");
-                    Some(Ok(obj))
-                }
+                return Either::Left(async move {
+                    let m = obj.meta();
+                    if shared.writer.is_echo(kind, m).await {
+                        None
+                    } else {
+                        debug!(kind, namespace = ?m.namespace, name = ?m.name, "change seen");
+                        Some(Ok(obj))
+                    }
+                });
             }
             Ok(watcher::Event::Delete(obj)) => {
                 let m = obj.meta();
@@ -278,7 +312,7 @@ where
                 None
             }
         };
-        std::future::ready(out)
+        Either::Right(std::future::ready(out))
     })
 }
 

@@ -103,6 +103,7 @@ impl Writer {
                 field_manager: Some(self.field_manager.clone()),
                 ..Default::default()
             };
+            let _writing = self.echoes.writing("serviceaccount", namespace, sa);
             match api.patch(sa, &pp, &Patch::Merge(&patch)).await {
                 Ok(written) => {
                     if !pp.dry_run {
