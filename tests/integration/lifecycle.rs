@@ -616,6 +616,17 @@ async fn boolean_environment_variables_take_1_and_0() {
 /// Lease runs out, so a follower that takes the Lease over never writes beside it.
 #[tokio::test]
 async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
+    leader_cut_off(false).await;
+}
+
+/// The same when the API server accepts connections and never answers: the fence's own read
+/// of the Lease hangs (up to the 30 s request timeout) and must not hold the deadline back.
+#[tokio::test]
+async fn a_leader_whose_api_server_hangs_stops_before_its_lease_runs_out() {
+    leader_cut_off(true).await;
+}
+
+async fn leader_cut_off(hang: bool) {
     use super::link::Link;
     let s = Scratch::new().await;
     let p = unique("lcl");
@@ -652,7 +663,11 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
     d.await_secret(&s, &ns, "regcred", true, 15).await;
     assert_eq!(d.metric("regcred_leader").await, Some(1.0));
     let cut = tokio::time::Instant::now();
-    link.down();
+    if hang {
+        link.stall().await;
+    } else {
+        link.down();
+    }
     // The Lease expires at most 6 s after the last renewal; writing must stop before that.
     assert!(
         wait_until(Duration::from_secs(6), || async {
@@ -671,7 +686,7 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_runs_out() {
     // Back in reach: it confirms its renewal and leads again.
     link.up().await;
     assert!(
-        wait_until(Duration::from_secs(20), || async {
+        wait_until(Duration::from_secs(40), || async {
             d.metric("regcred_leader").await == Some(1.0)
         })
         .await,

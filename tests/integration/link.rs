@@ -1,6 +1,7 @@
 //! A TCP link the tests can cut: forwards 127.0.0.1:<port> to an upstream service (the API
 //! server, moto, the Google fixture) until `down()`, which closes every open connection and
-//! the listening socket (connection refused), and `up()` brings it back on the same port.
+//! the listening socket (connection refused), or `stall()`, after which connections are
+//! accepted and never answered (a server that hangs); `up()` brings it back on the same port.
 //! TLS passes through untouched: the API server's certificate names 127.0.0.1.
 
 use std::net::SocketAddr;
@@ -62,14 +63,32 @@ impl Link {
         }
     }
 
+    /// Open connections are closed; new ones are accepted and held open, unanswered.
+    pub async fn stall(&self) {
+        self.down();
+        let listener = self.bind().await;
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                held.push(inbound);
+            }
+        });
+        self.tasks.lock().unwrap().push(hold);
+    }
+
     pub async fn up(&self) {
-        let listener = loop {
+        self.down();
+        let listener = self.bind().await;
+        self.serve(listener);
+    }
+
+    async fn bind(&self) -> TcpListener {
+        loop {
             match TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
-        };
-        self.serve(listener);
+        }
     }
 }
 
