@@ -141,8 +141,13 @@ impl Fence {
                 _ = tokio::time::sleep_until(valid_until) => return,
                 _ = tokio::time::sleep(poll) => {}
             }
-            // Unreachable: keep the last confirmed time; the deadline decides.
-            if let Ok(lease) = self.api.get(&self.name).await {
+            // Unreachable: keep the last confirmed time; the deadline decides, also while a
+            // read hangs (a server that accepts and never answers).
+            let read = tokio::select! {
+                _ = tokio::time::sleep_until(valid_until) => return,
+                r = self.api.get(&self.name) => r,
+            };
+            if let Ok(lease) = read {
                 match self.valid_until(lease) {
                     Some(until) => valid_until = until,
                     None => return,
