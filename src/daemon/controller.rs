@@ -66,11 +66,20 @@ pub(super) enum ReconcileError {
     WritesFailed { namespace: String, failed: usize },
 }
 
-/// Runs the controller until `cancel`; `refreshed` says a source has fresh credentials.
+/// What calls for a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// A source has stored fresh credentials.
+    Refreshed,
+    /// A watch lost track and listed again: a deletion missed meanwhile is in no event.
+    Relisted,
+}
+
+/// Runs the controller until `cancel`; `wake` says when a pass is due.
 pub(super) async fn run(
     shared: Arc<DaemonState>,
-    mut refreshed: mpsc::UnboundedReceiver<()>,
-    relisted: mpsc::UnboundedSender<()>,
+    mut wake: mpsc::UnboundedReceiver<Wake>,
+    relisted: mpsc::UnboundedSender<Wake>,
     cancel: CancellationToken,
 ) {
     let client = shared.watch_client.clone();
@@ -177,17 +186,30 @@ pub(super) async fn run(
                 _ = cancel.cancelled() => return,
                 r = ctx.namespaces.wait_until_ready() => if r.is_err() { return },
             }
-            // A leader again, with credentials cached from its last term: they serve the
-            // namespaces of the first list while the sources fetch anew.
-            let mut cached = !ctx.shared.snapshot().is_empty();
+            // A leader again, with live credentials cached from its last term: they serve
+            // the namespaces of the first list while the sources fetch anew.
+            let (_, mut start_now) = ctx.shared.generation();
+            // The generation the last pass started with: a signal for it brings nothing new
+            // (the fetch stored its credentials before this loop read them).
+            let mut covered = None;
             loop {
-                if !std::mem::take(&mut cached) {
+                let mut relisted = false;
+                if !std::mem::take(&mut start_now) {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
-                        r = refreshed.recv() => if r.is_none() { return },
+                        r = wake.recv() => match r {
+                            Some(w) => relisted = w == Wake::Relisted,
+                            None => return,
+                        },
                     }
                 }
-                while refreshed.try_recv().is_ok() {}
+                while let Ok(w) = wake.try_recv() {
+                    relisted |= w == Wake::Relisted;
+                }
+                let (generation, _) = ctx.shared.generation();
+                if covered.replace(generation) == Some(generation) && !relisted {
+                    continue;
+                }
                 let resolution = crate::namespaces::classify(
                     &ctx.shared.config.namespaces,
                     &ctx.namespaces.state(),
@@ -271,7 +293,7 @@ fn changes<K>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     kind: &'static str,
     shared: Arc<DaemonState>,
-    relisted: mpsc::UnboundedSender<()>,
+    relisted: mpsc::UnboundedSender<Wake>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource + Send + 'static,
@@ -301,7 +323,7 @@ where
             }
             Ok(watcher::Event::InitDone) => {
                 if listed_once {
-                    let _ = relisted.send(());
+                    let _ = relisted.send(Wake::Relisted);
                 }
                 listed_once = true;
                 None

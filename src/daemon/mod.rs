@@ -47,11 +47,19 @@ pub struct DaemonState {
     watch_client: kube::Client,
     writer: Writer,
     providers: Vec<Provider>,
-    creds: RwLock<BTreeMap<String, Arc<Credentials>>>,
+    creds: RwLock<Cached>,
     pub metrics: Metrics,
     cycle_done: AtomicBool,
     standby: AtomicBool,
     events: Events,
+}
+
+/// The last good credentials by source, and how many times they have been replaced: a pass
+/// knows from it whether a "refreshed" signal brings anything it has not started with.
+#[derive(Debug, Default)]
+struct Cached {
+    by_source: BTreeMap<String, Arc<Credentials>>,
+    generation: u64,
 }
 
 impl DaemonState {
@@ -78,7 +86,33 @@ impl DaemonState {
     }
 
     fn snapshot(&self) -> BTreeMap<String, Arc<Credentials>> {
-        self.creds.read().map(|c| c.clone()).unwrap_or_default()
+        self.creds
+            .read()
+            .map(|c| c.by_source.clone())
+            .unwrap_or_default()
+    }
+
+    fn store(&self, source: &str, creds: Credentials) {
+        if let Ok(mut c) = self.creds.write() {
+            c.by_source.insert(source.to_string(), Arc::new(creds));
+            c.generation += 1;
+        }
+    }
+
+    /// The generation of the cached credentials, and whether they can serve a pass: some are
+    /// cached and none has expired.
+    fn generation(&self) -> (u64, bool) {
+        let now = Utc::now();
+        self.creds
+            .read()
+            .map(|c| {
+                let usable = !c.by_source.is_empty()
+                    && c.by_source
+                        .values()
+                        .all(|v| v.expires_at.is_none_or(|e| e > now));
+                (c.generation, usable)
+            })
+            .unwrap_or_default()
     }
 
     /// Ready once a complete cycle has run and while no cached credential has expired. A
@@ -214,10 +248,8 @@ async fn work(shared: Arc<DaemonState>, cancel: CancellationToken) {
                                 source: p.name().into(),
                             })
                             .set(Utc::now().timestamp() as f64);
-                        if let Ok(mut c) = shared.creds.write() {
-                            c.insert(p.name().to_string(), Arc::new(creds));
-                        }
-                        let _ = tx.send(());
+                        shared.store(p.name(), creds);
+                        let _ = tx.send(controller::Wake::Refreshed);
                     }
                     Err(e) => {
                         shared.metrics.refresh(p.name(), e.metric_label());

@@ -19,22 +19,38 @@ const WAIT_FOR_WRITE: Duration = Duration::from_secs(5);
 pub(super) struct Echoes {
     /// resourceVersion of what we last wrote or found up to date.
     seen: Mutex<HashMap<Key, String>>,
+    /// The earlier resourceVersion of a write made of two requests (an apply, then the
+    /// cleanup of what other writers left): both have an event.
+    seen_before: Mutex<HashMap<Key, String>>,
     /// Writes under way. The watch event of a write can arrive before its response (seen in
     /// about one namespace in ten at start), when its resourceVersion is not known yet; such
     /// an event waits for the write to end before it is judged.
-    writing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    writing: Mutex<HashMap<Key, Write>>,
+}
+
+#[derive(Debug)]
+struct Write {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Whether this write has remembered a resourceVersion already.
+    remembered: bool,
 }
 
 /// Held while a write is under way; dropped after what it wrote is remembered.
 pub(super) struct Writing<'a> {
     echoes: &'a Echoes,
     key: Key,
+    lock: Arc<tokio::sync::Mutex<()>>,
     _held: OwnedMutexGuard<()>,
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.echoes.writing.lock() {
+        // Another write to the same object (a prune beside a reconcile) may have taken the
+        // entry since: that one is left to its own guard.
+        if let Ok(mut w) = self.echoes.writing.lock()
+            && w.get(&self.key)
+                .is_some_and(|e| Arc::ptr_eq(&e.lock, &self.lock))
+        {
             w.remove(&self.key);
         }
     }
@@ -49,36 +65,57 @@ fn key_of<'m>(kind: &'static str, meta: &'m ObjectMeta) -> Option<(Key, &'m Stri
 
 impl Echoes {
     /// Marks a write to `kind` `namespace/name` as under way until the guard is dropped.
-    /// The controller reconciles a namespace once at a time, so one write per object at most.
     pub fn writing(&self, kind: &'static str, namespace: &str, name: &str) -> Option<Writing<'_>> {
         let key = (kind, namespace.to_string(), name.to_string());
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         let held = lock.clone().try_lock_owned().ok()?;
-        self.writing.lock().ok()?.insert(key.clone(), lock);
+        let write = Write {
+            lock: lock.clone(),
+            remembered: false,
+        };
+        self.writing.lock().ok()?.insert(key.clone(), write);
         Some(Writing {
             echoes: self,
             key,
+            lock,
             _held: held,
         })
     }
 
     pub fn remember(&self, kind: &'static str, meta: &ObjectMeta) {
-        if let Some((key, rv)) = key_of(kind, meta)
-            && let Ok(mut seen) = self.seen.lock()
-        {
-            seen.insert(key, rv.clone());
-        }
+        let Some((key, rv)) = key_of(kind, meta) else {
+            return;
+        };
+        let second_of_a_write = self
+            .writing
+            .lock()
+            .ok()
+            .and_then(|mut w| {
+                w.get_mut(&key)
+                    .map(|e| std::mem::replace(&mut e.remembered, true))
+            })
+            .unwrap_or(false);
+        let (Ok(mut seen), Ok(mut before)) = (self.seen.lock(), self.seen_before.lock()) else {
+            return;
+        };
+        match seen.insert(key.clone(), rv.clone()) {
+            Some(earlier) if second_of_a_write => before.insert(key, earlier),
+            _ => before.remove(&key),
+        };
     }
 
     pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(&(kind, namespace.to_string(), name.to_string()));
+        let key = (kind, namespace.to_string(), name.to_string());
+        if let (Ok(mut seen), Ok(mut before)) = (self.seen.lock(), self.seen_before.lock()) {
+            seen.remove(&key);
+            before.remove(&key);
         }
     }
 
     pub fn forget_namespace(&self, namespace: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
+        if let (Ok(mut seen), Ok(mut before)) = (self.seen.lock(), self.seen_before.lock()) {
             seen.retain(|(_, ns, _), _| ns != namespace);
+            before.retain(|(_, ns, _), _| ns != namespace);
         }
     }
 
@@ -92,14 +129,18 @@ impl Echoes {
         let Some((key, rv)) = key_of(kind, meta) else {
             return false;
         };
-        let under_way = self.writing.lock().ok().and_then(|w| w.get(&key).cloned());
+        let under_way = self
+            .writing
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&key).map(|e| e.lock.clone()));
         if let Some(write) = under_way {
             let _ = tokio::time::timeout(WAIT_FOR_WRITE, write.lock()).await;
         }
-        self.seen
-            .lock()
-            .map(|seen| seen.get(&key) == Some(rv))
-            .unwrap_or(false)
+        let (Ok(seen), Ok(before)) = (self.seen.lock(), self.seen_before.lock()) else {
+            return false;
+        };
+        seen.get(&key) == Some(rv) || before.get(&key) == Some(rv)
     }
 }
 
@@ -137,6 +178,40 @@ mod tests {
             !echoes.is_echo("secret", &meta("8")).await,
             "a later change"
         );
+        assert!(echoes.writing.lock().unwrap().is_empty());
+    }
+
+    /// An apply and its cleanup: two resourceVersions, two events, both ours. The next write
+    /// replaces both.
+    #[tokio::test]
+    async fn both_events_of_a_two_step_write_are_echoes() {
+        let echoes = Echoes::default();
+        {
+            let _writing = echoes.writing("secret", "ns", "regcred");
+            echoes.remember("secret", &meta("4"));
+            echoes.remember("secret", &meta("5"));
+        }
+        assert!(echoes.is_echo("secret", &meta("4")).await);
+        assert!(echoes.is_echo("secret", &meta("5")).await);
+        {
+            let _writing = echoes.writing("secret", "ns", "regcred");
+            echoes.remember("secret", &meta("9"));
+        }
+        assert!(!echoes.is_echo("secret", &meta("4")).await);
+        assert!(!echoes.is_echo("secret", &meta("5")).await);
+        assert!(echoes.is_echo("secret", &meta("9")).await);
+    }
+
+    /// Two writes to one object at once (a prune beside a reconcile): the first to end does
+    /// not take the other's mark.
+    #[tokio::test]
+    async fn overlapping_writes_keep_their_own_marks() {
+        let echoes = Echoes::default();
+        let first = echoes.writing("serviceaccount", "ns", "default");
+        let second = echoes.writing("serviceaccount", "ns", "default");
+        drop(first);
+        assert_eq!(echoes.writing.lock().unwrap().len(), 1);
+        drop(second);
         assert!(echoes.writing.lock().unwrap().is_empty());
     }
 
