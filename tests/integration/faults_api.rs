@@ -511,7 +511,9 @@ async fn sigterm_during_once_finishes_the_write_in_flight_and_exits_1() {
     }
     let api = FaultProxy::api_server(
         &s,
-        json!([{"method": "PATCH", "path": "^/api/v1/namespaces/[^/]+/secrets/regcred\\?", "delay": 2}]),
+        // Long enough that the signal, sent once the first PATCH is seen, lands within it even
+        // on a loaded machine: a second write must not have started.
+        json!([{"method": "PATCH", "path": "^/api/v1/namespaces/[^/]+/secrets/regcred\\?", "delay": 6}]),
     )
     .await;
     let names: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -541,7 +543,7 @@ async fn sigterm_during_once_finishes_the_write_in_flight_and_exits_1() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(10), async {
+    let out = tokio::time::timeout(Duration::from_secs(20), async {
         let mut err = String::new();
         use tokio::io::AsyncReadExt;
         child

@@ -134,11 +134,13 @@ async fn a_run_after_the_margin_renews_the_token() {
     let s = Scratch::new().await;
     let p = unique("lcm");
     let ns = s.namespace(&p, &[], &[]).await;
-    let ecr = ecr_proxy(Some(12)).await;
+    // 30 s: the second run must decide well before the renewal is due, even on a loaded
+    // machine.
+    let ecr = ecr_proxy(Some(30)).await;
     let cfg = s.file("c.yaml", &ecr_cfg(&p, "", "ecr"));
     let url = ecr.url();
     let envs = [("AWS_ENDPOINT_URL", url.as_str())];
-    // Half of the 12 s life left: renewal due 6 s after the fetch.
+    // Half of the 30 s life left: renewal due 15 s after the fetch.
     let args = [
         "--once",
         "--config",
@@ -152,7 +154,7 @@ async fn a_run_after_the_margin_renews_the_token() {
     let early = run_bin(&args, &envs).await;
     assert!(early.stderr.contains("unchanged=1"), "{}", early.stderr);
     assert_eq!(ecr_calls(&ecr).await, 1);
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
     let due = run_bin(&args, &envs).await;
     assert_eq!(due.code, 0, "{due:?}");
     assert!(
