@@ -83,12 +83,14 @@ actionlint:
 # Benchmark (not part of `make test`): a refresh cycle over BENCH_SIZES namespaces against the
 # local world, beside the kubectl pipeline (baseline A) and raw server-side apply (baseline B).
 BENCH_SIZES ?= 100,1000
+# e.g. BENCH_ARGS="--ours /path/to/other/regcred-refresher --out other": another build, side by side.
+BENCH_ARGS ?=
 BENCH_VENV = $${XDG_CACHE_HOME:-$$HOME/.cache}/regcred-refresher/bench-venv
 .PHONY: bench
 bench: test-deps
 	cargo build --release --locked --bin regcred-refresher --example bench_ssa
 	test -x $(BENCH_VENV)/bin/aws || { python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q awscli==1.46.3; }
-	REGCRED_WORLD_AUDIT=1 $(WORLD) run -- python3 bench/run.py --sizes $(BENCH_SIZES) --aws $(BENCH_VENV)/bin/aws
+	REGCRED_WORLD_AUDIT=1 $(WORLD) run -- python3 bench/run.py --sizes $(BENCH_SIZES) --aws $(BENCH_VENV)/bin/aws $(BENCH_ARGS)
 
 # Soak (not part of `make test`): the daemon refreshing every second against a fresh world for
 # SOAK_SECS (default 600), asserting flat RSS, threads, fds, sockets and tokio tasks.

@@ -129,27 +129,47 @@ def status_kib(pid, field):
     return 0
 
 
-def daemon(config, prefix, n):
+def start_daemon(config, n):
+    """Starts the daemon and waits for its first pass over N targets and 5 s of settling:
+    (process, admin port, what the start cost)."""
     port = free_port()
+    w = Window().start()
+    t0 = time.monotonic()
     proc = subprocess.Popen(
         [str(OURS), "--config", config, "--admin-addr", f"127.0.0.1:{port}", "--log-level", "warn",
          "--concurrency", str(CONCURRENCY)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if (metric(port, "regcred_cycle_duration_seconds_count") or 0) >= 1 and metric(port, "regcred_target_namespaces") == n:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        sys.exit("daemon never finished its first cycle")
+    first_pass = time.monotonic() - t0
+    time.sleep(5)  # settle: watches established, first echoes reconciled
+    return proc, port, {"rss_mib": round(status_kib(proc.pid, "VmRSS") / 1024, 1),
+                        "peak_rss_mib": round(status_kib(proc.pid, "VmHWM") / 1024, 1),
+                        "first_pass_seconds": round(first_pass, 3),
+                        "start_counts": w.stop()}
+
+
+def stop_daemon(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def daemon(config, prefix, n):
+    """The daemon started over N namespaces that hold their secrets already (the `--once`
+    cycles wrote them): its start (requests up to the end of the first pass and 5 s of
+    settling), its memory, and how fast a new namespace gets its secret."""
+    proc, _port, settled = start_daemon(config, n)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if (metric(port, "regcred_cycle_duration_seconds_count") or 0) >= 1 and metric(port, "regcred_target_namespaces") == n:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        else:
-            sys.exit("daemon never finished its first cycle")
-        time.sleep(5)  # settle: watches established, first echoes reconciled
-        settled = {"rss_mib": round(status_kib(proc.pid, "VmRSS") / 1024, 1),
-                   "peak_rss_mib": round(status_kib(proc.pid, "VmHWM") / 1024, 1)}
         # A new namespace: from the create request to the first 200 on its secret.
         latencies = []
         for k in range(5):
@@ -166,8 +186,26 @@ def daemon(config, prefix, n):
         settled["peak_rss_after_mib"] = round(status_kib(proc.pid, "VmHWM") / 1024, 1)
         return settled
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_daemon(proc)
+
+
+def daemon_static(prefix, n, work):
+    """A static source only (Docker Hub, Quay): its credentials are there before the namespace
+    list is, the case where a start could look at a namespace twice. A first start creates
+    the secrets, a second finds them."""
+    pw = Path(work) / f"pw-static-{n}"
+    pw.write_text("static-password")
+    cfg = Path(work) / f"cfg-static-{n}.yaml"
+    cfg.write_text(
+        f"registries:\n  - name: quay\n    static: {{ server: quay.io, username: bench, passwordFile: {pw} }}\n"
+        "secrets:\n  - name: regcred-static\n    registries: [quay]\n"
+        f"namespaces:\n  include: [\"{prefix}*\"]\n"
+    )
+    out = {}
+    for start in ("first", "again"):
+        proc, _port, out[start] = start_daemon(str(cfg), n)
+        stop_daemon(proc)
+    return out
 
 
 def baseline_a(prefix, n, sample, aws):
@@ -199,7 +237,7 @@ def baseline_b(prefix, n, payload_file):
     return {"seconds": round(secs, 3), "inner_seconds": inner["seconds"], "counts": w.stop()}
 
 
-def run_size(n, sample_a, aws, work):
+def run_size(n, sample_a, aws, work, only=None):
     prefix = f"b{n}-"
     create_namespaces(prefix, n)
     pw = Path(work) / f"pw-{n}"
@@ -213,6 +251,9 @@ def run_size(n, sample_a, aws, work):
         f"namespaces:\n  include: [\"{prefix}*\"]\n"
     )
     res = {"namespaces": n}
+    if only == "daemon-static":
+        res["daemon_static"] = daemon_static(prefix, n, work)
+        return res
     for phase in ("create", "unchanged", "update"):
         if phase == "update":
             pw.write_text("rotated-password")  # every secret's content changes
@@ -220,6 +261,7 @@ def run_size(n, sample_a, aws, work):
         res[phase] = timed_once(str(cfg))
         res[phase]["counts"] = w.stop()
     res["daemon"] = daemon(str(cfg), prefix, n)
+    res["daemon_static"] = daemon_static(prefix, n, work)
     payload = base64.b64decode(
         sh("kubectl", "-n", f"{prefix}0", "get", "secret", "regcred", "-o", "jsonpath={.data.\\.dockerconfigjson}").stdout
     )
@@ -234,8 +276,8 @@ def run_size(n, sample_a, aws, work):
 
 def table(results, machine):
     rows = [
-        "| namespaces | ours: create | unchanged | update | API requests (create / unchanged / update) | writes unchanged | token calls per cycle | --once peak RSS | daemon RSS settled (peak) | new namespace → secret (median of 5) | baseline A (kubectl pipeline) | baseline B (raw SSA) | A ÷ ours | ours ÷ B |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| namespaces | ours: create | unchanged | update | API requests (create / unchanged / update) | writes unchanged | token calls per cycle | --once peak RSS | daemon start: first pass, requests | daemon RSS settled (peak) | new namespace → secret (median of 5) | baseline A (kubectl pipeline) | baseline B (raw SSA) | A ÷ ours | ours ÷ B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         a = r["baseline_a"]
@@ -246,8 +288,18 @@ def table(results, machine):
             f"| {r['create']['counts']['total']} / {r['unchanged']['counts']['total']} / {r['update']['counts']['total']} "
             f"| {r['unchanged']['counts']['writes']} | {r['create']['counts']['token_calls']} / {r['unchanged']['counts']['token_calls']} / {r['update']['counts']['token_calls']} "
             f"| {max(r[p]['peak_rss_mib'] for p in ('create', 'unchanged', 'update'))} MiB "
+            f"| {d['first_pass_seconds']:.2f} s, {d['start_counts']['total']} "
             f"| {d['rss_mib']} MiB ({d['peak_rss_after_mib']} MiB) | {d['new_namespace_median_seconds']:.2f} s "
             f"| {a_txt} | {r['baseline_b']['seconds']:.2f} s | {r['ratio_a_over_ours_create']}× | {r['ratio_ours_over_b_create']}× |"
+        )
+    rows.append("")
+    for r in results:
+        ds = r["daemon_static"]
+        rows.append(
+            f"Daemon start at {r['namespaces']} namespaces, a static source only: first start "
+            f"{ds['first']['start_counts']['total']} requests ({ds['first']['start_counts']['writes']} writes), "
+            f"first pass {ds['first']['first_pass_seconds']:.2f} s; restart {ds['again']['start_counts']['total']} "
+            f"requests ({ds['again']['start_counts']['writes']} writes), first pass {ds['again']['first_pass_seconds']:.2f} s."
         )
     rows.append("")
     rows.append(f"Machine: {machine}. Concurrency {CONCURRENCY} for ours and baseline B.")
@@ -255,12 +307,19 @@ def table(results, machine):
 
 
 def main():
+    global OURS
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000")
     ap.add_argument("--baseline-a-sample", type=int, default=100,
                     help="run the kubectl pipeline on this many namespaces and scale linearly (0: all)")
     ap.add_argument("--aws", default="aws")
+    ap.add_argument("--ours", type=Path, default=OURS,
+                    help="the regcred-refresher binary to measure (another commit's build, side by side)")
+    ap.add_argument("--out", default="latest", help="results file name under bench/results/")
+    ap.add_argument("--only", choices=["daemon-static"],
+                    help="one phase alone (for a side-by-side of two builds), no table")
     args = ap.parse_args()
+    OURS = args.ours.resolve()
     for f in (OURS, BASELINE_B, AUDIT, MOTO_LOG):
         if not f.exists():
             sys.exit(f"missing {f}: run through `make bench`")
@@ -269,14 +328,16 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for n in (int(x) for x in args.sizes.split(",")):
             print(f"== {n} namespaces", file=sys.stderr, flush=True)
-            r = run_size(n, args.baseline_a_sample, args.aws, work)
+            r = run_size(n, args.baseline_a_sample, args.aws, work, args.only)
             print(json.dumps(r, indent=1), file=sys.stderr, flush=True)
             results.append(r)
     size = OURS.stat().st_size
     out = {"machine": machine, "binary_bytes": size, "results": results,
-           "command": "make bench BENCH_SIZES=" + args.sizes}
+           "command": "make bench BENCH_SIZES=" + args.sizes, "run_py_args": sys.argv[1:]}
     (ROOT / "bench/results").mkdir(exist_ok=True)
-    (ROOT / "bench/results/latest.json").write_text(json.dumps(out, indent=1) + "\n")
+    (ROOT / f"bench/results/{args.out}.json").write_text(json.dumps(out, indent=1) + "\n")
+    if args.only:
+        return
     print(table(results, machine))
     print(f"\nStripped release binary: {size / 1e6:.1f} MB ({size} bytes).")
 
