@@ -199,7 +199,8 @@ def daemon_static(prefix, n, work):
     cfg.write_text(
         f"registries:\n  - name: quay\n    static: {{ server: quay.io, username: bench, passwordFile: {pw} }}\n"
         "secrets:\n  - name: regcred-static\n    registries: [quay]\n"
-        f"namespaces:\n  include: [\"{prefix}*\"]\n"
+        # Not the namespaces the daemon phase added: the first pass counts exactly N.
+        f"namespaces:\n  include: [\"{prefix}*\"]\n  exclude: [\"{prefix}new*\"]\n"
     )
     out = {}
     for start in ("first", "again"):
