@@ -52,6 +52,22 @@ for f in "${FIXTURES[@]}"; do
 done
 refuse "helm lint refuses mode=daemonset (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set mode=daemonset
 refuse "helm lint refuses replicaCount=two (schema)" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set replicaCount=two
+# The schema refuses what the binary refuses at start (a clean install that crash-loops is the
+# worst place to learn it) and accepts what the binary accepts.
+refuse "helm lint refuses leaderElection.leaseDuration=3 (the binary takes 5..3600)" \
+  helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set leaderElection.leaseDuration=3
+refuse "helm lint refuses registries[].name ECR_Main (a DNS label, as the binary checks)" \
+  helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set 'config.registries[0].name=ECR_Main' \
+  --set 'config.secrets[0].registries[0]=ECR_Main'
+for a in 0.0.0 0.0.0.256 01.2.3.4 ":::1" "fe80::1::2" localhost; do
+  refuse "helm lint refuses admin.address=$a (not an IP address)" \
+    helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set-string "admin.address=$a"
+done
+for a in 0.0.0.0 127.0.0.1 "::" "::1" "[::]" "fd00:ec2::254" "::ffff:10.0.0.1"; do
+  check "helm lint accepts admin.address=$a" helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set-string "admin.address=$a"
+done
+check "helm lint accepts a dotted secret name (a DNS subdomain, as the binary checks)" \
+  helm lint --strict "$CHART" -f "$FIX/values-static.yaml" --set 'config.secrets[0].name=regcred.ecr'
 
 check "Chart.yaml has home, sources, icon and Artifact Hub annotations" bash -c \
   "helm show chart '$CHART' | grep -q '^home: https://' && helm show chart '$CHART' | grep -q '^icon: https://' \
@@ -338,7 +354,7 @@ for ns in nsd-a nsd-b nsd-outside; do kubectl create namespace "$ns" >/dev/null;
 reset_targets regcred nsd-a nsd-b nsd-outside
 kubectl -n "$NS" create secret generic dockerhub-bot --from-literal=password=pw2 >/dev/null
 check "helm install --no-hooks (namespaced mode)" helm install "$REL" "$CHART" -n "$NS" --no-hooks \
-  -f "$FIX/values-namespaced.yaml" --set 'config.namespaces.include={nsd-a,nsd-b}' \
+  -f "$FIX/values-namespaced.yaml" --set 'config.namespaces.include={nsd-a,nsd-b,kube-system}' \
   --set fullnameOverride="$REL-regcred-refresher"
 SA="system:serviceaccount:$NS:$REL-regcred-refresher"
 KC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher")"
@@ -358,6 +374,31 @@ cannot "$SA" list secrets -n nsd-a
 refuse "a target outside the Roles fails the cycle (exit 1)" bash -c \
   "sed 's/- nsd-b/- nsd-b\n  - nsd-outside/' '$CFG' >'$CFG.2' && grep -q nsd-outside '$CFG.2' && KUBECONFIG='$KC' '$BIN' --once --config '$CFG.2'"
 refuse "and nsd-outside got nothing" kubectl -n nsd-outside get secret regcred
+check "no Role in kube-system, which the default exclude leaves out" bash -c \
+  "! kubectl -n kube-system get role $REL-regcred-refresher"
+# The pre-delete cleanup in namespaced mode: Roles in the target namespaces, never cluster-wide.
+check "helm upgrade --no-hooks with cleanup.onUninstall" helm upgrade "$REL" "$CHART" -n "$NS" --no-hooks \
+  --reuse-values --set cleanup.onUninstall=true
+helm get hooks "$REL" -n "$NS" >"$WORK/nsd-hooks.yaml"
+check "the namespaced cleanup hook has no cluster-wide object" bash -c "! grep -q '^kind: Cluster' '$WORK/nsd-hooks.yaml'"
+kubectl create -f "$WORK/nsd-hooks.yaml" >/dev/null
+NCSA="system:serviceaccount:$NS:$REL-regcred-refresher-cleanup"
+cannot "$NCSA" list secrets --all-namespaces
+cannot "$NCSA" list secrets/regcred -n nsd-outside
+can "$NCSA" list secrets/regcred -n nsd-a
+CKC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher-cleanup")"
+kubectl -n "$NS" get job "$REL-regcred-refresher-cleanup" -o json >"$WORK/cleanup-job.json"
+run_cleanup() {
+  local -a envs
+  mapfile -t envs < <(jq -r '.spec.template.spec.containers[0].env[] | "\(.name)=\(.value)"' "$WORK/cleanup-job.json")
+  env KUBECONFIG="$CKC" "${envs[@]}" HOME="$WORK" sh -c "$(jq -r '.spec.template.spec.containers[0].command[2]' "$WORK/cleanup-job.json")"
+}
+check "the namespaced cleanup script succeeds under its own ServiceAccount" run_cleanup
+check "this release's secrets are gone from nsd-a and nsd-b" bash -c \
+  "! kubectl -n nsd-a get secret regcred && ! kubectl -n nsd-b get secret regcred"
+check "and its reference left nsd-b's ServiceAccount" bash -c \
+  "! kubectl -n nsd-b get sa default -o json | jq -e '.imagePullSecrets // [] | any(.name == \"regcred\")'"
+check "helm uninstall --no-hooks (namespaced)" helm uninstall "$REL" -n "$NS" --no-hooks
 
 step "lifecycle: install (cronjob), upgrade to deployment and back, uninstall with the cleanup hook"
 REL=life
@@ -413,11 +454,6 @@ cannot "$CSA" delete secrets/unrelated -n st-a
 can "$CSA" list secrets/regcred --all-namespaces
 CKC="$(sa_kubeconfig "$NS" "$FULL-cleanup")"
 kubectl -n "$NS" get job "$FULL-cleanup" -o json >"$WORK/cleanup-job.json"
-run_cleanup() {
-  local -a envs
-  mapfile -t envs < <(jq -r '.spec.template.spec.containers[0].env[] | "\(.name)=\(.value)"' "$WORK/cleanup-job.json")
-  env KUBECONFIG="$CKC" "${envs[@]}" HOME="$WORK" sh -c "$(jq -r '.spec.template.spec.containers[0].command[2]' "$WORK/cleanup-job.json")"
-}
 check "the cleanup script succeeds under its own ServiceAccount" run_cleanup
 check "this release's secrets are gone from life-a and life-b" bash -c \
   "! kubectl -n life-a get secret regcred && ! kubectl -n life-b get secret regcred"
