@@ -4,7 +4,8 @@
 # each only under a configured name, with this release's ServiceAccount references to them,
 # and the leader-election Lease. Nothing else: a same-named secret of another release or made
 # by hand lacks the labels and is never listed. POSIX sh + kubectl, no jq.
-# Environment: RELEASE_NAMESPACE INSTANCE SECRETS SERVICE_ACCOUNTS DEPLOYMENT CRONJOB LEASE
+# Environment: RELEASE_NAMESPACE INSTANCE SECRETS SERVICE_ACCOUNTS NAMESPACED
+#              TARGET_NAMESPACES DEPLOYMENT CRONJOB LEASE
 #              POD_SELECTOR (the release's refresher pods) WAIT_SECONDS
 set -eu
 selector="app.kubernetes.io/managed-by=regcred-refresher,regcred-refresher.io/instance=$INSTANCE"
@@ -48,12 +49,23 @@ remove_ref() {
   done
 }
 
-# 2. The secrets, listed by name (the only list RBAC allows) and by both labels.
+# 2. The secrets, listed by name (the only list RBAC allows) and by both labels, cluster-wide or
+#    (namespaced mode) in each target namespace.
 deleted=0
 for name in $SECRETS; do
   # Assigned first, so a refused list stops the script (set -e) instead of deleting nothing.
-  namespaces=$(kubectl get secrets --all-namespaces --field-selector "metadata.name=$name" \
-    -l "$selector" -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}')
+  if [ -z "$NAMESPACED" ]; then
+    namespaces=$(kubectl get secrets --all-namespaces --field-selector "metadata.name=$name" \
+      -l "$selector" -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}')
+  else
+    # Namespaced mode: the hook may look only where the refresher may write.
+    namespaces=
+    for t in $TARGET_NAMESPACES; do
+      found=$(kubectl -n "$t" get secrets --field-selector "metadata.name=$name" \
+        -l "$selector" -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}')
+      namespaces="$namespaces $found"
+    done
+  fi
   for ns in $namespaces; do
     for sa in $SERVICE_ACCOUNTS; do remove_ref "$ns" "$sa" "$name"; done
     kubectl -n "$ns" delete secret "$name" --ignore-not-found --wait=false

@@ -38,6 +38,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The `helm test` pod's labels: never the selector labels, so that no NetworkPolicy,
+Service, PodDisruptionBudget or ReplicaSet of the release selects it (the chart's
+NetworkPolicy would cut its egress to the metrics port; a ReplicaSet would adopt it). */}}
+{{- define "regcred-refresher.testLabels" -}}
+helm.sh/chart: {{ include "regcred-refresher.chart" . }}
+app.kubernetes.io/name: {{ include "regcred-refresher.name" . | trunc 58 | trimSuffix "-" }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "regcred-refresher.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "regcred-refresher.fullname" .) .Values.serviceAccount.name }}
@@ -110,18 +125,68 @@ IPv4), so the kubelet's probes reach it on IPv4, IPv6 and dual-stack clusters al
 {{- toJson (uniq $names) }}
 {{- end }}
 
-{{/* Target namespaces of namespaced mode: literal names, no selector (checked here). */}}
+{{/* expandBraces LIST -> JSON list: shell-style brace groups expanded as the binary expands them
+(`team-{a,b}` is team-a and team-b; several groups multiply; nesting is refused there too). */}}
+{{- define "regcred-refresher.expandBraces" -}}
+{{- $todo := . }}
+{{- $done := list }}
+{{- range until 16 }}
+{{- $next := list }}
+{{- range $p := $todo }}
+{{- if regexMatch "\\{[^}]*\\{" $p }}
+{{- fail (printf "config.namespaces: brace groups cannot nest, found %q; list the patterns separately" $p) }}
+{{- end }}
+{{- $group := regexFind "\\{[^{}]*\\}" $p }}
+{{- if $group }}
+{{- $around := regexSplit "\\{[^{}]*\\}" $p 2 }}
+{{- range $alt := splitList "," (trimSuffix "}" (trimPrefix "{" $group)) }}
+{{- $next = append $next (printf "%s%s%s" (index $around 0) $alt (index $around 1)) }}
+{{- end }}
+{{- else if or (contains "{" $p) (contains "}" $p) }}
+{{- fail (printf "config.namespaces: unbalanced brace in %q; use one level of braces (team-{a,b}) or list the names separately" $p) }}
+{{- else }}
+{{- $done = append $done $p }}
+{{- end }}
+{{- end }}
+{{- $todo = $next }}
+{{- end }}
+{{- if $todo }}
+{{- fail "config.namespaces: too many brace groups in one pattern; list the names separately" }}
+{{- end }}
+{{- toJson $done }}
+{{- end }}
+
+{{/* globRegex GLOB -> an anchored regular expression matching what the binary's glob matches
+(`*`, `?`, `[abc]`, `[!abc]`). */}}
+{{- define "regcred-refresher.globRegex" -}}
+^{{ regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." | replace "\\[!" "[^" | replace "\\[" "[" | replace "\\]" "]" }}$
+{{- end }}
+
+{{/* Target namespaces of namespaced mode: literal names (braces expanded), no selector, minus
+every name config.namespaces.exclude matches (names, globs and braces, as the binary reads
+it): a Role is rendered only where the refresher may write. */}}
 {{- define "regcred-refresher.targetNamespaces" -}}
 {{- $ns := .Values.config.namespaces }}
 {{- if $ns.selector }}
 {{- fail "rbac.namespaced: true cannot be combined with config.namespaces.selector (a selector needs to list namespaces cluster-wide)" }}
 {{- end }}
-{{- range $ns.include }}
-{{- if regexMatch "[*?\\[]" . }}
-{{- fail (printf "rbac.namespaced: true needs literal names in config.namespaces.include, found the glob %q" .) }}
+{{- $excluded := list }}
+{{- range include "regcred-refresher.expandBraces" ($ns.exclude | default list) | fromJsonArray }}
+{{- $excluded = append $excluded (include "regcred-refresher.globRegex" .) }}
 {{- end }}
+{{- $names := list }}
+{{- range $name := include "regcred-refresher.expandBraces" ($ns.include | default list) | fromJsonArray }}
+{{- if regexMatch "[*?\\[]" $name }}
+{{- fail (printf "rbac.namespaced: true needs literal names in config.namespaces.include, found the glob %q" $name) }}
 {{- end }}
-{{- toJson (without (uniq $ns.include) $ns.exclude) }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $name) }}
+{{- fail (printf "config.namespaces.include: %q is not a namespace name (RFC 1123: up to 63 lowercase letters, digits and '-', starting and ending with a letter or digit)" $name) }}
+{{- end }}
+{{- $out := false }}
+{{- range $excluded }}{{ if regexMatch . $name }}{{ $out = true }}{{ end }}{{ end }}
+{{- if not $out }}{{ $names = append $names $name }}{{ end }}
+{{- end }}
+{{- toJson (uniq $names) }}
 {{- end }}
 
 {{/* secretRef NAME DEFAULT-KEY -> the mounted file path */}}
