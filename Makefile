@@ -61,6 +61,15 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 	bash scripts/check-msrv.sh
 
+# The release image without a Docker engine (scripts/build-image.sh): distroless cc-debian12's
+# runtime layout from Debian 12 packages plus the release binary, configured as the Dockerfile's
+# runtime stage declares, in target/image (oci/, image.tar); tests/image checks it against the
+# Dockerfile and runs the binary in its root as uid 65532.
+.PHONY: image
+image:
+	bash scripts/build-image.sh
+	$(VENV_PY) -m pytest -q -p no:cacheprovider tests/image
+
 # Chart tests (tests/chart/run.sh): helm lint, helm-unittest, kubeconform, server dry-run,
 # and the binary run --once under the chart's own RBAC, all in a fresh world. Tools are
 # go-installed once into ~/.cache/regcred-refresher/tools. `make docker-check` runs the
