@@ -390,7 +390,7 @@ CKC="$(sa_kubeconfig "$NS" "$REL-regcred-refresher-cleanup")"
 kubectl -n "$NS" get job "$REL-regcred-refresher-cleanup" -o json >"$WORK/cleanup-job.json"
 run_cleanup() {
   local -a envs
-  mapfile -t envs < <(jq -r '.spec.template.spec.containers[0].env[] | "\(.name)=\(.value)"' "$WORK/cleanup-job.json")
+  mapfile -t envs < <(jq -r '.spec.template.spec.containers[0].env[] | "\(.name)=\(.value // "")"' "$WORK/cleanup-job.json")
   env KUBECONFIG="$CKC" "${envs[@]}" HOME="$WORK" sh -c "$(jq -r '.spec.template.spec.containers[0].command[2]' "$WORK/cleanup-job.json")"
 }
 check "the namespaced cleanup script succeeds under its own ServiceAccount" run_cleanup

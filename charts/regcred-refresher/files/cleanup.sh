@@ -54,7 +54,7 @@ remove_ref() {
 deleted=0
 for name in $SECRETS; do
   # Assigned first, so a refused list stops the script (set -e) instead of deleting nothing.
-  if [ -z "$NAMESPACED" ]; then
+  if [ "$NAMESPACED" != true ]; then
     namespaces=$(kubectl get secrets --all-namespaces --field-selector "metadata.name=$name" \
       -l "$selector" -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}')
   else
