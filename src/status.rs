@@ -297,4 +297,29 @@ mod tests {
             "{table}"
         );
     }
+
+    #[test]
+    fn tenant_controlled_values_cannot_forge_a_row_or_drive_the_terminal() {
+        // A tenant who can edit the secret can write any annotation and type: a newline would
+        // start a row of its own choosing, an escape sequence would rewrite the screen.
+        let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let forged = "ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}";
+        let ours = secret(&OURS, &[(SOURCES_ANNOTATION, forged)], SECRET_TYPE);
+        let r = row("ns", "regcred", Some(&ours), "default", now);
+        assert_eq!(r.sources, forged, "the row keeps the value as found");
+        let wrong = secret(&OURS, &[], "x\u{1b}]0;t\u{7}");
+        let table = render(&[r, row("ns", "other", Some(&wrong), "default", now)], now);
+        assert_eq!(table.lines().count(), 3, "{table:?}");
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(
+            table.contains(r"ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}"),
+            "{table}"
+        );
+        assert!(table.contains(r"wrong type (x\u{1b}]0;t\u{7})"), "{table}");
+    }
 }
