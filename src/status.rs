@@ -174,6 +174,13 @@ pub fn render(rows: &[Row], now: DateTime<Utc>) -> String {
             when(r.refresh_after),
         ]);
     }
+    // Labels, the type and the annotations are the tenant's to write: a newline would forge
+    // a row, an escape sequence would drive the terminal. Shown escaped, never raw.
+    for line in &mut table {
+        for cell in line.iter_mut() {
+            *cell = printable(cell);
+        }
+    }
     let widths: Vec<usize> = (0..6)
         .map(|i| {
             table
@@ -194,6 +201,19 @@ pub fn render(rows: &[Row], now: DateTime<Utc>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Control and other non-printable characters as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`).
+fn printable(s: &str) -> String {
+    s.chars()
+        .fold(String::with_capacity(s.len()), |mut out, c| {
+            if matches!(c, '\\' | '\'' | '"') {
+                out.push(c);
+            } else {
+                out.extend(c.escape_debug());
+            }
+            out
+        })
 }
 
 fn human(d: chrono::TimeDelta) -> String {
@@ -305,7 +325,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
             .unwrap()
             .to_utc();
-        let forged = "ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}";
+        let forged = "ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}\u{202e}";
         let ours = secret(&OURS, &[(SOURCES_ANNOTATION, forged)], SECRET_TYPE);
         let r = row("ns", "regcred", Some(&ours), "default", now);
         assert_eq!(r.sources, forged, "the row keeps the value as found");
@@ -317,7 +337,7 @@ mod tests {
             "{table:?}"
         );
         assert!(
-            table.contains(r"ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}"),
+            table.contains(r"ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}\u{202e}"),
             "{table}"
         );
         assert!(table.contains(r"wrong type (x\u{1b}]0;t\u{7})"), "{table}");
