@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod cycle;
 pub mod daemon;
 pub mod dockerconfig;
+pub mod error_chain;
 pub mod events;
 pub mod fingerprint;
 pub mod kube_client;

@@ -347,3 +347,61 @@ namespaces: {{ include: [{ns}] }}
         "the process wrote to its cwd/TMPDIR/HOME: {left:?}"
     );
 }
+
+/// A kubeconfig exec plugin whose output does not parse: kube's error quotes that output,
+/// token included, in a snippet after the message's first line, and each layer of the error
+/// chain repeats it. The log must name the failure once and quote nothing.
+#[tokio::test]
+async fn an_exec_plugins_unparsable_output_is_never_quoted() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new().await;
+    let dirs = Dirs::new(&s);
+    let token = format!("Ex3c-Pl4gin-T0ken-{}", unique("x"));
+    let plugin = s.file(
+        "plugin.sh",
+        &format!(
+            "#!/bin/sh\nprintf '%s' '{{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/v1\",\"status\":{{\"token\":\"{token}\"'\n"
+        ),
+    );
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kubeconfig = s.file(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{ name: c, cluster: {{ server: \"https://127.0.0.1:1\" }} }}]\n\
+             users: [{{ name: u, user: {{ exec: {{ apiVersion: client.authentication.k8s.io/v1, command: {}, interactiveMode: Never }} }} }}]\n\
+             contexts: [{{ name: c, context: {{ cluster: c, user: u }} }}]\ncurrent-context: c\n",
+            plugin.display()
+        ),
+    );
+    for format in ["text", "json"] {
+        let out = dirs
+            .command(
+                &[
+                    "--once",
+                    "--ecr-region",
+                    "us-east-1",
+                    "--log-format",
+                    format,
+                ],
+                &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            )
+            .output()
+            .await
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{format}: {all}");
+        assert!(
+            !all.contains(&token),
+            "{format}: the plugin's token was printed: {all}"
+        );
+        assert_eq!(
+            all.matches("failed to parse auth exec output").count(),
+            1,
+            "{format}: each cause once: {all}"
+        );
+    }
+}
