@@ -20,12 +20,10 @@ pub fn one_line(e: &(dyn Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::with_capacity(chain.len());
     for (i, msg) in chain.iter().enumerate() {
         let mut own = msg.as_str();
-        if let Some(next) = chain.get(i + 1) {
-            if !next.is_empty() {
-                if let Some(head) = own.strip_suffix(next.as_str()) {
-                    own = head.trim_end_matches([' ', ':', ';', ',']);
-                }
-            }
+        if let Some(next) = chain.get(i + 1).filter(|n| !n.is_empty())
+            && let Some(head) = own.strip_suffix(next.as_str())
+        {
+            own = head.trim_end_matches([' ', ':', ';', ',']);
         }
         if !own.is_empty() && parts.last().map(String::as_str) != Some(own) {
             parts.push(own.to_string());

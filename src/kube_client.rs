@@ -15,9 +15,13 @@ use tower::retry::RetryLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no Kubernetes configuration: {0}; fix: set KUBECONFIG or run in a pod")]
+    #[error(
+        "no Kubernetes configuration: {}; fix: set KUBECONFIG or run in a pod",
+        crate::error_chain::one_line(.0)
+    )]
     Config(#[from] kube::config::InferConfigError),
-    #[error("cannot build the Kubernetes client: {0}")]
+    // One line per cause: an exec plugin's unparsable output (its token) follows the first.
+    #[error("cannot build the Kubernetes client: {}", crate::error_chain::one_line(.0))]
     Build(#[from] kube::Error),
 }
 

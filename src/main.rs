@@ -4,7 +4,7 @@ use clap::Parser;
 use regcred_refresher::cli::{Cli, Command, FailOn};
 use regcred_refresher::config::Config;
 use regcred_refresher::once::OnceRun;
-use regcred_refresher::{daemon, telemetry};
+use regcred_refresher::{daemon, error_chain, telemetry};
 
 /// Exit codes (also in the README): 0 every target written or unchanged, 1 a source or
 /// namespace failed (or the cluster was unreachable), 2 bad configuration.
@@ -27,7 +27,8 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Not `{e:#}`: causes repeat their sources, and parse errors quote their input.
+            tracing::error!("{}", error_chain::one_line(e.as_ref()));
             ExitCode::from(1)
         }
     }

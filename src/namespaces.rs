@@ -195,7 +195,8 @@ pub struct Resolution {
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error(
-        "cannot list namespaces: {source}; fix: grant list on namespaces, or target a fixed list of names"
+        "cannot list namespaces: {}; fix: grant list on namespaces, or target a fixed list of names",
+        crate::error_chain::one_line(.source)
     )]
     List {
         #[source]

@@ -34,7 +34,8 @@ pub enum WriteError {
         "secret {namespace}/{secret}: namespace is being deleted (Terminating); not written, and skipped from the next cycle on"
     )]
     NamespaceTerminating { namespace: String, secret: String },
-    #[error("secret {namespace}/{secret}: {op} failed: {source}")]
+    // The cause once and on one line: a kube error may quote what it failed to parse.
+    #[error("secret {namespace}/{secret}: {op} failed: {}", crate::error_chain::one_line(.source))]
     Api {
         namespace: String,
         secret: String,
@@ -126,6 +127,21 @@ fn is_terminating(s: &kube::core::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_names_its_cause_once_without_what_the_cause_quotes() {
+        let quoted = std::io::Error::other("bad exec output\n1 | {\"token\":\"S3CRET\"");
+        let e = WriteError::from_kube(
+            "t",
+            "regcred",
+            "patch",
+            kube::Error::Service(Box::new(quoted)),
+        );
+        let line = crate::error_chain::one_line(&e);
+        assert!(!e.to_string().contains("S3CRET"), "{e}");
+        assert!(!line.contains("S3CRET"), "{line}");
+        assert_eq!(line.matches("bad exec output").count(), 1, "{line}");
+    }
 
     #[test]
     fn a_refusal_names_the_verb_the_server_refused() {
