@@ -60,6 +60,30 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
         .to_str()
         .unwrap()
         .to_string();
+    let docker_config = |name: &str, key: &str| {
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bot:pw");
+        s.file(
+            name,
+            &format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .to_str()
+        .unwrap()
+        .to_string()
+    };
+    let hub_alias = docker_config("hub-alias.json", "registry-1.docker.io");
+    let userinfo_key = docker_config("userinfo.json", "https://bot:Us3rInf0-Pw@quay.io");
+    let broken_key = {
+        let mut k: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
+        k["private_key"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into();
+        s.file("broken-key.json", &k.to_string())
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let static_login = format!(
+        "      server: https://index.docker.io/v1/\n      username: bot\n      passwordFile: \"{pw}\"\n"
+    );
 
     // The valid file runs into the cluster (exit 1): the matrix's baseline.
     let base = s.file("good.yaml", &good);
@@ -316,7 +340,7 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
             r(pw, "/nonexistent/password"),
             &[
                 "registries[2].static.passwordFile",
-                "/nonexistent/password",
+                "cannot be read",
                 "fix:",
             ],
         ),
@@ -325,7 +349,7 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
             r(pw, &dir),
             &[
                 "registries[2].static.passwordFile",
-                &format!("{dir} is a directory"),
+                "is a directory",
                 "fix:",
             ],
         ),
@@ -337,7 +361,7 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
             ),
             &[
                 "registries[2].static.passwordFile/passwordEnv",
-                "REGCRED_NOT_SET_ANYWHERE is not set",
+                "the environment variable it names is not set",
                 "fix:",
             ],
         ),
@@ -388,9 +412,94 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
         cfg_case(
             "missing Google key file",
             r(&key, "/nonexistent/key.json"),
+            &["registries[1].google.keyFile", "cannot be read", "fix:"],
+        ),
+        // ---- issue 26 item 3: registry hosts the kubelet would never match ----
+        cfg_case(
+            "static server is only a port",
+            r("https://index.docker.io/v1/", "\":5000\""),
+            &["registries[2].static.server", "\":5000\"", "fix:"],
+        ),
+        cfg_case(
+            "static server is a dot",
+            r("https://index.docker.io/v1/", "\".\""),
+            &["registries[2].static.server", "\".\"", "fix:"],
+        ),
+        cfg_case(
+            "static server is a dash",
+            r("https://index.docker.io/v1/", "\"-\""),
+            &["registries[2].static.server", "\"-\"", "fix:"],
+        ),
+        cfg_case(
+            "static server with an empty label",
+            r("https://index.docker.io/v1/", "a..b"),
+            &["registries[2].static.server", "\"a..b\"", "fix:"],
+        ),
+        cfg_case(
+            "static server port over 65535",
+            r("https://index.docker.io/v1/", "quay.io:70000"),
+            &["registries[2].static.server", "70000", "fix:"],
+        ),
+        cfg_case(
+            "google host label ending in a dash",
+            r("hosts: [gcr.io]", "hosts: [gcr-.io]"),
+            &["registries[1].google.hosts[0]", "\"gcr-.io\"", "fix:"],
+        ),
+        // ---- issue 26 item 7: what start-up used to let through ----
+        cfg_case(
+            "dockerConfigJsonFile that is not JSON",
+            r(
+                &static_login,
+                &format!("      dockerConfigJsonFile: \"{not_json}\"\n"),
+            ),
             &[
-                "registries[1].google.keyFile",
-                "cannot read /nonexistent/key.json",
+                "registries[2].static.dockerConfigJsonFile",
+                "not a docker config JSON document",
+                "fix:",
+            ],
+        ),
+        cfg_case(
+            "docker config keyed on registry-1.docker.io",
+            r(
+                &static_login,
+                &format!("      dockerConfigJsonFile: \"{hub_alias}\"\n"),
+            ),
+            &[
+                "registries[2].static.dockerConfigJsonFile",
+                "registry-1.docker.io",
+                "never matches",
+                "fix:",
+            ],
+        ),
+        cfg_case(
+            "docker config keyed on a URL with user info",
+            r(
+                &static_login,
+                &format!("      dockerConfigJsonFile: \"{userinfo_key}\"\n"),
+            ),
+            &[
+                "registries[2].static.dockerConfigJsonFile",
+                "user info",
+                "fix:",
+            ],
+        ),
+        cfg_case(
+            "Google key file with a broken private_key",
+            r(&key, &broken_key),
+            &["registries[1].google.keyFile", "private_key", "fix:"],
+        ),
+        cfg_case(
+            "literal namespace that is not RFC 1123",
+            r("include: [\"team-*\"]", "include: [\"team-*\", Team_A]"),
+            &["namespaces.include[1]", "\"Team_A\"", "RFC 1123", "fix:"],
+        ),
+        cfg_case(
+            "literal excluded namespace that is not RFC 1123",
+            r("exclude: [kube-system]", "exclude: [kube_system]"),
+            &[
+                "namespaces.exclude[0]",
+                "\"kube_system\"",
+                "RFC 1123",
                 "fix:",
             ],
         ),
@@ -599,11 +708,66 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
             &["--admin-addr", "'localhost'"],
         ),
         flag_case(
+            "a cron that never fires (31 February)",
+            &["--config", c, "--schedule", "0 0 31 2 *"],
+            &["--schedule", "0 0 31 2 *", "never", "fix:"],
+        ),
+        flag_case(
+            "--prune-secret-names without --prune",
+            &["--config", c, "--prune-secret-names", "old-regcred"],
+            &["--prune-secret-names", "without --prune", "fix:"],
+        ),
+        flag_case(
             "invalid --events value",
             &["--once", "--config", c, "--events", "sometimes"],
             &["--events", "'sometimes'"],
         ),
     ]);
+
+    // ---- issue 26 item 1: a single-ECR flag is never silently dropped by --config ----
+    for (flag, var, value) in [
+        ("--namespaces", "REGCRED_NAMESPACES", "team-a"),
+        ("--secret-name", "REGCRED_SECRET_NAME", "other"),
+        (
+            "--ecr-role-arn",
+            "REGCRED_ECR_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/x",
+        ),
+        ("--ecr-account-id", "REGCRED_ECR_ACCOUNT_ID", "123456789012"),
+        (
+            "--exclude-namespaces",
+            "REGCRED_EXCLUDE_NAMESPACES",
+            "team-b",
+        ),
+        (
+            "--namespace-selector",
+            "REGCRED_NAMESPACE_SELECTOR",
+            "team=a",
+        ),
+        ("--service-accounts", "REGCRED_SERVICE_ACCOUNTS", "default"),
+    ] {
+        let want = vec![
+            "--config".to_string(),
+            flag.to_string(),
+            "cannot be used with".into(),
+        ];
+        cases.push(Case {
+            name: "a single-ECR flag with --config",
+            args: ["--once", "--diff", "--config", c, flag, value]
+                .map(String::from)
+                .to_vec(),
+            env: vec![],
+            want: want.clone(),
+        });
+        cases.push(Case {
+            name: "a single-ECR variable with --config",
+            args: ["--once", "--diff", "--config", c]
+                .map(String::from)
+                .to_vec(),
+            env: vec![(var, value.to_string())],
+            want,
+        });
+    }
 
     let mut failures = Vec::new();
     for case in &cases {

@@ -405,3 +405,188 @@ async fn an_exec_plugins_unparsable_output_is_never_quoted() {
         );
     }
 }
+
+/// A secret pasted where a path, a variable name or a URL belongs (issue 26, item 9): start-up
+/// refuses it (exit 2, naming the field) and never quotes it, in either log format.
+#[tokio::test]
+async fn a_secret_pasted_where_a_path_variable_or_url_belongs_is_refused_unquoted() {
+    let s = Scratch::new().await;
+    let pw = s.file("password", "pw\n");
+    let pw = pw.to_str().unwrap().to_string();
+    let token = s.file("token", "a.b.c\n");
+    let token = token.to_str().unwrap().to_string();
+    let secret = |i: u32| format!("S3cr3t-Pasted-{i}-{}", unique("x"));
+    let static_reg = |body: &str| {
+        format!(
+            "registries:\n  - name: hub\n    static:\n{body}secrets:\n  - name: regcred\n    registries: [hub]\nnamespaces:\n  include: [team-a]\n"
+        )
+    };
+    let wif = |token_url: &str, impersonation: Option<&str>| {
+        let mut doc = serde_json::json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": token_url,
+            "credential_source": { "file": token },
+        });
+        if let Some(url) = impersonation {
+            doc["service_account_impersonation_url"] = url.into();
+        }
+        let path = s.file(&format!("wif-{}.json", unique("f")), &doc.to_string());
+        format!(
+            "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: \"{}\" }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [team-a]\n",
+            path.display()
+        )
+    };
+    let acr = |extra: &str| {
+        format!(
+            "registries:\n  - name: acr\n    acr: {{ loginServer: example.azurecr.io, tenantId: 11111111-1111-1111-1111-111111111111, clientId: 22222222-2222-2222-2222-222222222222, federatedTokenFile: \"{token}\"{extra} }}\nsecrets:\n  - name: regcred\n    registries: [acr]\nnamespaces:\n  include: [team-a]\n"
+        )
+    };
+    let docker_config_keyed = |key: &str| {
+        let auth = STANDARD.encode("bot:pw");
+        let path = s.file(
+            &format!("dc-{}.json", unique("f")),
+            &format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
+        );
+        static_reg(&format!(
+            "      dockerConfigJsonFile: \"{}\"\n",
+            path.display()
+        ))
+    };
+
+    let mut cases: Vec<(&str, String, String)> = Vec::new();
+    let mut add = |field: &'static str, make: &dyn Fn(&str) -> String, i: u32| {
+        let v = secret(i);
+        cases.push((field, make(&v), v));
+    };
+    add(
+        "static.passwordFile",
+        &|v| {
+            static_reg(&format!(
+                "      server: quay.io\n      username: bot\n      passwordFile: \"{v}\"\n"
+            ))
+        },
+        1,
+    );
+    add(
+        "static.passwordFile/passwordEnv",
+        &|v| {
+            static_reg(&format!(
+                "      server: quay.io\n      username: bot\n      passwordEnv: \"{v}\"\n"
+            ))
+        },
+        2,
+    );
+    add(
+        "static.username/usernameFile/usernameEnv",
+        &|v| {
+            static_reg(&format!(
+                "      server: quay.io\n      usernameFile: \"{v}\"\n      passwordFile: \"{pw}\"\n"
+            ))
+        },
+        3,
+    );
+    add(
+        "static.server",
+        &|v| {
+            static_reg(&format!(
+                "      server: \"https://bot:{v}@quay.io\"\n      username: bot\n      passwordFile: \"{pw}\"\n"
+            ))
+        },
+        4,
+    );
+    add(
+        "static.dockerConfigJsonFile",
+        &|v| static_reg(&format!("      dockerConfigJsonFile: \"{v}\"\n")),
+        5,
+    );
+    add(
+        "static.dockerConfigJsonFile",
+        &|v| docker_config_keyed(&format!("https://bot:{v}@quay.io")),
+        6,
+    );
+    add(
+        "google.keyFile",
+        &|v| {
+            format!(
+                "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: \"{v}\" }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [team-a]\n"
+            )
+        },
+        7,
+    );
+    add(
+        "google.keyFile",
+        &|v| {
+            wif(
+                &format!("https://sts:{v}@sts.googleapis.com/v1/token"),
+                None,
+            )
+        },
+        8,
+    );
+    add(
+        "google.keyFile",
+        &|v| {
+            wif(
+                "https://sts.googleapis.com/v1/token",
+                Some(&format!(
+                    "https://iam:{v}@iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/a@b.iam.gserviceaccount.com:generateAccessToken"
+                )),
+            )
+        },
+        9,
+    );
+    add(
+        "acr.authorityHost",
+        &|v| {
+            acr(&format!(
+                ", authorityHost: \"https://u:{v}@login.microsoftonline.com\""
+            ))
+        },
+        10,
+    );
+    add(
+        "acr",
+        &|v| {
+            acr(&format!(", clientSecretFile: \"{v}\""))
+                .replace(&format!(", federatedTokenFile: \"{token}\""), "")
+        },
+        11,
+    );
+
+    let mut failures = Vec::new();
+    for (field, yaml, secret) in &cases {
+        let path = s.file(&format!("case-{}.yaml", unique("c")), yaml);
+        for format in ["text", "json"] {
+            let run = run_bin(
+                &[
+                    "--once",
+                    "--config",
+                    path.to_str().unwrap(),
+                    "--log-format",
+                    format,
+                ],
+                &[("KUBECONFIG", "/nonexistent")],
+            )
+            .await;
+            let all = format!("{}{}", run.stdout, run.stderr);
+            if run.code != 2 || !all.contains(field) || all.contains(secret.as_str()) {
+                failures.push(format!(
+                    "{field} ({format}): exit {} (want 2), field named: {}, value quoted: {}\n  {}",
+                    run.code,
+                    all.contains(field),
+                    all.contains(secret.as_str()),
+                    all.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failures.len(),
+        cases.len() * 2,
+        failures.join("\n")
+    );
+}

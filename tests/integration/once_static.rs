@@ -151,15 +151,36 @@ async fn a_failed_source_leaves_the_last_good_secret() {
         0
     );
     let before = s.secret(&ns, "regcred").await.unwrap();
-    // The mounted document is replaced by something that is not one: a failure only a fetch
-    // can see (an empty or blank password is refused at start, exit 2).
-    std::fs::write(&file, "{ not json").unwrap();
-    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    // A second source of the secret fails at its fetch (its token endpoint does not answer):
+    // the secret, which cannot be completed, keeps its last good content.
+    let dead = google_key_via(&s, &format!("http://{}", free_port())).await;
+    let cfg2 = s.file(
+        "c2.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay, gar]\nnamespaces: {{ include: [{ns}] }}\n",
+            file.display(),
+            dead.display()
+        ),
+    );
+    let r = run_bin(&["--once", "--config", cfg2.to_str().unwrap()], &[]).await;
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("source quay"), "{}", r.stderr);
+    assert!(r.stderr.contains("source gar"), "{}", r.stderr);
     let after = s.secret(&ns, "regcred").await.unwrap();
     assert_eq!(rv(&after), rv(&before));
     assert_eq!(auths(&after)["quay.io"]["password"], "first-password");
+    // The mounted document replaced by something that is not one is refused at start (exit
+    // 2, naming the field): nothing is written either.
+    std::fs::write(&file, "{ not json").unwrap();
+    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("registries[0].static.dockerConfigJsonFile"),
+        "{}",
+        r.stderr
+    );
+    let after = s.secret(&ns, "regcred").await.unwrap();
+    assert_eq!(rv(&after), rv(&before));
 }
 
 /// `--fail-on=sources` (the chart's install hook and CronJob): a secret of ours' name that a
@@ -206,15 +227,24 @@ async fn fail_on_sources_passes_tenant_problems_and_fails_a_source() {
         sources.stderr
     );
     assert!(s.secret(&ok, "regcred").await.is_some());
-    // The mounted document breaks (a failure only a fetch sees): a failing source fails the
-    // run whatever --fail-on says.
-    std::fs::write(&file, "{ not json").unwrap();
+    // A source that fails at its fetch (a token endpoint that does not answer) fails the run
+    // whatever --fail-on says.
+    let dead = google_key_via(&s, &format!("http://{}", free_port())).await;
+    let broken_cfg = s.file(
+        "broken.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay, gar]\nnamespaces: {{ include: [{ok}, {tenant}, {missing}] }}\n",
+            file.display(),
+            dead.display()
+        ),
+    );
     let broken = run_bin(
-        &["--once", "--config", cfg],
+        &["--once", "--config", broken_cfg.to_str().unwrap()],
         &[("REGCRED_FAIL_ON", "sources")],
     )
     .await;
     assert_eq!(broken.code, 1, "{broken:?}");
+    assert!(broken.stderr.contains("source gar"), "{}", broken.stderr);
 }
 
 /// `status`: per target and secret, read from the cluster, without a token or a write.
@@ -259,4 +289,39 @@ async fn status_shows_each_target_and_fails_when_one_is_unusable() {
         s.secret(&empty, "regcred").await.is_none(),
         "status writes nothing"
     );
+}
+
+/// Issue 26 items 3 and 4, as the kubelet's keyring reads what we write: a server typed
+/// `HTTPS://Quay.IO` is written lowercase (the keyring compares hosts as written), and a
+/// user's document whose entry has both `auth` and a disagreeing `username`/`password` is
+/// written with what `auth` says (the kubelet decodes `auth` over the other two).
+#[tokio::test]
+async fn hosts_are_written_as_the_kubelet_matches_them_and_auth_wins_as_in_the_kubelet() {
+    let s = Scratch::new().await;
+    let ns = s.namespace("keyring", &[], &[]).await;
+    let pass = s.file("p", "typed-password\n");
+    let doc = format!(
+        r#"{{"auths":{{"Ghcr.IO":{{"username":"old-bot","password":"stale","auth":"{}"}}}}}}"#,
+        b64("new-bot:fresh")
+    );
+    let file = s.file("dcj", &doc);
+    let cfg = s.file(
+        "c.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ server: \"HTTPS://Quay.IO\", username: bot, passwordFile: {} }}\n  - name: gh\n    static: {{ dockerConfigJsonFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay, gh]\nnamespaces: {{ include: [{ns}] }}\n",
+            pass.display(),
+            file.display()
+        ),
+    );
+    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let a = auths(&s.secret(&ns, "regcred").await.unwrap());
+    let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["ghcr.io", "https://quay.io"], "{a}");
+    let gh = &a["ghcr.io"];
+    assert_eq!(
+        (gh["username"].as_str(), gh["password"].as_str()),
+        (Some("new-bot"), Some("fresh"))
+    );
+    assert_eq!(gh["auth"], b64("new-bot:fresh"));
 }

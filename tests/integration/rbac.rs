@@ -74,7 +74,7 @@ async fn bad_configuration_exits_2_naming_the_field() {
         ),
         (
             "registries:\n  - name: h\n    static: { server: quay.io, username: u, passwordFile: /nonexistent/p }\nsecrets:\n  - name: r\n    registries: [h]\n",
-            "cannot read /nonexistent/p",
+            "passwordEnv: the file cannot be read",
         ),
         ("secrts: []\n", "did you mean `secrets`"),
     ];
