@@ -60,7 +60,9 @@ pub struct Cli {
     pub logging: Logging,
 }
 
-/// The single-ECR-registry case, without a configuration file.
+/// The single-ECR-registry case, without a configuration file. Every flag conflicts with
+/// `--config` itself: clap drops a `requires` on an argument that conflicts with one given, so
+/// `--config f --secret-name x` would otherwise run the file's secret name in silence.
 #[derive(Debug, Args, Default)]
 pub struct QuickEcr {
     /// AWS region of the ECR registry (turns on flag-only configuration).
@@ -68,15 +70,30 @@ pub struct QuickEcr {
     pub ecr_region: Option<String>,
 
     /// Account that owns the registry (default: the caller's own account).
-    #[arg(long, env = "REGCRED_ECR_ACCOUNT_ID", requires = "ecr_region")]
+    #[arg(
+        long,
+        env = "REGCRED_ECR_ACCOUNT_ID",
+        requires = "ecr_region",
+        conflicts_with = "config"
+    )]
     pub ecr_account_id: Option<String>,
 
     /// IAM role to assume through STS before asking ECR for a token.
-    #[arg(long, env = "REGCRED_ECR_ROLE_ARN", requires = "ecr_region")]
+    #[arg(
+        long,
+        env = "REGCRED_ECR_ROLE_ARN",
+        requires = "ecr_region",
+        conflicts_with = "config"
+    )]
     pub ecr_role_arn: Option<String>,
 
     /// Name of the image pull secret to write.
-    #[arg(long, env = "REGCRED_SECRET_NAME", requires = "ecr_region")]
+    #[arg(
+        long,
+        env = "REGCRED_SECRET_NAME",
+        requires = "ecr_region",
+        conflicts_with = "config"
+    )]
     pub secret_name: Option<String>,
 
     /// Target namespaces: names and globs, comma-separated (default: `*`).
@@ -84,7 +101,8 @@ pub struct QuickEcr {
         long,
         env = "REGCRED_NAMESPACES",
         value_delimiter = ',',
-        requires = "ecr_region"
+        requires = "ecr_region",
+        conflicts_with = "config"
     )]
     pub namespaces: Vec<String>,
 
@@ -93,12 +111,18 @@ pub struct QuickEcr {
         long,
         env = "REGCRED_EXCLUDE_NAMESPACES",
         value_delimiter = ',',
-        requires = "ecr_region"
+        requires = "ecr_region",
+        conflicts_with = "config"
     )]
     pub exclude_namespaces: Vec<String>,
 
     /// Only namespaces whose labels match this selector (`team in (a,b)`).
-    #[arg(long, env = "REGCRED_NAMESPACE_SELECTOR", requires = "ecr_region")]
+    #[arg(
+        long,
+        env = "REGCRED_NAMESPACE_SELECTOR",
+        requires = "ecr_region",
+        conflicts_with = "config"
+    )]
     pub namespace_selector: Option<String>,
 
     /// ServiceAccounts to reference the secret from, comma-separated (e.g. `default`).
@@ -106,7 +130,8 @@ pub struct QuickEcr {
         long,
         env = "REGCRED_SERVICE_ACCOUNTS",
         value_delimiter = ',',
-        requires = "ecr_region"
+        requires = "ecr_region",
+        conflicts_with = "config"
     )]
     pub service_accounts: Vec<String>,
 }
@@ -255,6 +280,27 @@ mod tests {
         let err = Cli::try_parse_from(["x", "--config", "c.yaml", "--ecr-region", "us-east-1"])
             .unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn every_quick_subflag_conflicts_with_a_config_file() {
+        for args in [
+            &["--namespaces", "a"][..],
+            &["--secret-name", "s"],
+            &["--ecr-role-arn", "arn:aws:iam::123456789012:role/r"],
+            &["--ecr-account-id", "123456789012"],
+            &["--exclude-namespaces", "b"],
+            &["--namespace-selector", "a=b"],
+            &["--service-accounts", "default"],
+        ] {
+            let argv = ["x", "--once", "--config", "c.yaml"].iter().chain(args);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

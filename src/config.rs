@@ -383,7 +383,8 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = read_small_file(path).map_err(|problem| {
         ConfigError::invalid(
             "--config",
-            &problem,
+            // The one path quoted: it names the configuration, given on the command line.
+            &format!("{}: {problem}", path.display()),
             "pass the path of a readable YAML file (or set REGCRED_CONFIG)",
         )
     })?;

@@ -171,8 +171,10 @@ struct InputEntry {
     auth: Option<String>,
 }
 
-/// Parses a user-supplied `.dockerconfigjson` (e.g. a mounted Secret) into credentials.
-/// Entries may carry `username`/`password`, `auth`, or both (then they must agree).
+/// Parses a user-supplied `.dockerconfigjson` (e.g. a mounted Secret) into credentials,
+/// each key in its [`canonical_server`] form. Entries carry `auth`, `username`/`password`, or
+/// both: then `auth` wins, as in the kubelet's keyring (`DockerConfigEntry.UnmarshalJSON`
+/// decodes `auth` over the other two), so what we write is what a pull would have used.
 pub fn parse(bytes: &[u8]) -> Result<Vec<RegistryCredential>, DockerConfigError> {
     // The error text of serde_json may quote input; say only where it failed.
     let doc: InputDocument = serde_json::from_slice(bytes).map_err(|e| {
@@ -182,19 +184,22 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RegistryCredential>, DockerConfigError>
         return Err(DockerConfigError::Parse("\"auths\" is empty".into()));
     }
     let mut out = Vec::with_capacity(doc.auths.len());
-    for (server, e) in doc.auths {
+    for (key, e) in doc.auths {
         let bad = |problem: &str| DockerConfigError::Entry {
-            server: server.clone(),
+            server: shown_key(&key),
             problem: problem.to_string(),
         };
+        if key.is_empty() {
+            return Err(bad("the server key is empty"));
+        }
+        let server = canonical_server(&key).map_err(|p| DockerConfigError::Entry {
+            server: shown_key(&key),
+            problem: format!("{}; fix: {}", p.problem, p.fix),
+        })?;
         let password_given = e.password.map(Zeroizing::new);
-        let (username, password) = match (e.username, password_given, e.auth) {
-            (Some(u), Some(p), auth) if !u.is_empty() => {
-                drop(auth.map(Zeroizing::new));
-                (u, p)
-            }
+        let auth = e.auth.map(Zeroizing::new).filter(|a| !a.trim().is_empty());
+        let (username, password) = match (e.username, password_given, auth) {
             (_, _, Some(auth)) => {
-                let auth = Zeroizing::new(auth);
                 let decoded = Zeroizing::new(
                     STANDARD
                         .decode(auth.trim())
@@ -210,16 +215,131 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<RegistryCredential>, DockerConfigError>
                 }
                 (u.to_string(), Zeroizing::new(p.to_string()))
             }
+            (Some(u), Some(p), None) if !u.is_empty() => (u, p),
             _ => return Err(bad("needs \"username\" and \"password\", or \"auth\"")),
         };
-        if server.is_empty() {
-            return Err(bad("the server key is empty"));
-        }
-        let mut c = RegistryCredential::new(server.clone(), username, &password);
+        let mut c = RegistryCredential::new(server, username, &password);
         c.email = e.email.filter(|e| !e.is_empty());
         out.push(c);
     }
     Ok(out)
+}
+
+/// Why a registry server is refused, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerProblem {
+    pub problem: String,
+    pub fix: &'static str,
+}
+
+const HOST_FIX: &str = "use a registry host such as quay.io, gcr.io or us-docker.pkg.dev (optionally https://, :port and a path)";
+
+/// A registry server as the kubelet's keyring matches it: the scheme and host lowercased (the
+/// keyring compares hosts as written, so `Quay.IO` never serves `quay.io/org/app`), the port
+/// and path kept. Refused: no host, empty or malformed labels, a port outside 1..=65535, user
+/// info (which the keyring never matches and every log line would carry: never quoted), and
+/// Docker Hub's `registry-1.docker.io`, to which the kubelet never matches Docker Hub images.
+pub fn canonical_server(raw: &str) -> Result<String, ServerProblem> {
+    let refuse = |why: &str| ServerProblem {
+        problem: format!("{raw:?} is not a registry host: {why}"),
+        fix: HOST_FIX,
+    };
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, raw),
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    if authority.contains('@') {
+        return Err(ServerProblem {
+            problem: "it holds user info (user:password@ before the host): the kubelet never matches it, and it would be written into every log line".into(),
+            fix: "keep only the host (e.g. https://quay.io) and give the credentials in username and passwordFile",
+        });
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(refuse("it holds white space"));
+    }
+    if let Some(s) = &scheme
+        && s != "https"
+        && s != "http"
+    {
+        return Err(refuse("the scheme is neither https nor http"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if let Some(p) = port
+        && !(p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0))
+    {
+        return Err(refuse("the port is not a number from 1 to 65535"));
+    }
+    let host = host.to_ascii_lowercase();
+    let ipv6 = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if !ipv6 {
+        if host.is_empty() {
+            return Err(refuse("the host is empty"));
+        }
+        if host.len() > 253 {
+            return Err(refuse("the host is longer than 253 characters"));
+        }
+        for label in host.split('.') {
+            if label.is_empty() {
+                return Err(refuse("a dot-separated part of the host is empty"));
+            }
+            if label.len() > 63
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || label.starts_with('-')
+                || label.ends_with('-')
+            {
+                return Err(refuse(
+                    "each dot-separated part of the host is up to 63 letters, digits and '-', starting and ending with a letter or digit",
+                ));
+            }
+        }
+    }
+    if host == "registry-1.docker.io" {
+        return Err(ServerProblem {
+            problem: format!("{raw:?} is a host the kubelet never matches Docker Hub images to"),
+            fix: "use https://index.docker.io/v1/ (what kubectl writes) or docker.io",
+        });
+    }
+    let mut out = String::with_capacity(raw.len());
+    if let Some(s) = scheme {
+        out.push_str(&s);
+        out.push_str("://");
+    }
+    out.push_str(&host);
+    if let Some(p) = port {
+        out.push(':');
+        out.push_str(p);
+    }
+    if rest.contains('/') {
+        out.push('/');
+        out.push_str(path);
+    }
+    Ok(out)
+}
+
+/// A key of a user's document as an error may show it: never with the user info a careless
+/// key holds.
+fn shown_key(key: &str) -> String {
+    let authority = key.split_once("://").map_or(key, |(_, r)| r);
+    if authority
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .contains('@')
+    {
+        "(a key with user info, not shown)".into()
+    } else {
+        format!("{key:?}")
+    }
 }
 
 /// serde_json's compact formatter plus Go's HTML-safe escapes.
@@ -350,6 +470,80 @@ mod tests {
             assert!(err.contains(want), "{input}: {err}");
             assert!(!err.contains("secretpassword"), "{err}");
         }
+    }
+
+    /// Issue 26 item 4: the kubelet's keyring decodes `auth` over `username`/`password`; a
+    /// document whose two disagree must be written as the kubelet would have pulled with it.
+    #[test]
+    fn auth_wins_over_username_and_password_as_in_the_kubelet() {
+        let doc = format!(
+            r#"{{"auths":{{"quay.io":{{"username":"old","password":"stale","auth":"{}"}}}}}}"#,
+            STANDARD.encode("robot:fresh")
+        );
+        let back = parse(doc.as_bytes()).unwrap();
+        assert_eq!(
+            (back[0].username.as_str(), back[0].password()),
+            ("robot", "fresh")
+        );
+        // An empty auth is absent, as in the kubelet: the other two are used.
+        let empty = r#"{"auths":{"quay.io":{"username":"u","password":"p","auth":""}}}"#;
+        let back = parse(empty.as_bytes()).unwrap();
+        assert_eq!((back[0].username.as_str(), back[0].password()), ("u", "p"));
+        // A broken auth is an error even beside a username and password: the kubelet fails
+        // to read such a secret at all.
+        let broken = r#"{"auths":{"quay.io":{"username":"u","password":"p","auth":"!!"}}}"#;
+        assert!(parse(broken.as_bytes()).is_err());
+    }
+
+    /// Issue 26 item 3: hosts are written as the keyring matches them.
+    #[test]
+    fn servers_are_lowercased_in_scheme_and_host_and_malformed_ones_refused() {
+        for (raw, want) in [
+            ("HTTPS://Quay.IO", "https://quay.io"),
+            ("Ghcr.io", "ghcr.io"),
+            ("US-docker.pkg.dev", "us-docker.pkg.dev"),
+            ("https://index.docker.io/v1/", "https://index.docker.io/v1/"),
+            (
+                "Registry.Example:5000/Team/App",
+                "registry.example:5000/Team/App",
+            ),
+            ("10.0.0.1:5000", "10.0.0.1:5000"),
+            ("[::1]:5000", "[::1]:5000"),
+        ] {
+            assert_eq!(canonical_server(raw).as_deref(), Ok(want), "{raw}");
+        }
+        for bad in [
+            ":5000",
+            ".",
+            "-",
+            "a..b",
+            "quay.io:70000",
+            "quay.io:0",
+            "quay.io:",
+            "-quay.io",
+            "quay_io",
+            "ftp://quay.io",
+            "registry-1.docker.io",
+            "https://bad host/",
+        ] {
+            assert!(canonical_server(bad).is_err(), "{bad}");
+        }
+        let p = canonical_server("https://bot:S3cr3t@quay.io").unwrap_err();
+        assert!(p.problem.contains("user info"), "{p:?}");
+        assert!(!format!("{p:?}").contains("S3cr3t"), "{p:?}");
+    }
+
+    #[test]
+    fn a_documents_keys_are_canonical_and_a_key_with_user_info_is_never_shown() {
+        let auth = STANDARD.encode("u:p");
+        let doc = format!(r#"{{"auths":{{"HTTPS://Quay.IO":{{"auth":"{auth}"}}}}}}"#);
+        assert_eq!(parse(doc.as_bytes()).unwrap()[0].server, "https://quay.io");
+        let doc = format!(r#"{{"auths":{{"https://bot:S3cr3t@quay.io":{{"auth":"{auth}"}}}}}}"#);
+        let err = parse(doc.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("user info") && !err.contains("S3cr3t"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -56,6 +56,19 @@ impl NamespaceFilter {
                     fix: "use one level of braces (team-{a,b}-*) or list the patterns separately"
                         .into(),
                 })? {
+                    // A literal name the API server could never hold would match nothing, in
+                    // silence: a typo (Team_A for team-a) is refused here instead.
+                    let literal = !one.contains(['*', '?', '[']);
+                    if literal && !(one.len() <= 63 && label_selector::is_dns_label_body(&one)) {
+                        return Err(FilterError {
+                            field: at(),
+                            problem: format!(
+                                "{one:?} is not a valid namespace name (RFC 1123), so it would match nothing"
+                            ),
+                            fix: "use the namespace's name: up to 63 lowercase letters, digits and '-' (or a glob with *, ? and {a,b})"
+                                .into(),
+                        });
+                    }
                     out.push(Pattern::new(&one).map_err(|e| {
                         FilterError {
                             field: at(),

@@ -14,7 +14,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a 5-field cron expression ({1})")]
+#[error("{0:?} is not a usable 5-field cron expression ({1})")]
 pub struct ScheduleError(String, String);
 
 pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
@@ -24,12 +24,21 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
             "it needs exactly 5 fields".into(),
         ));
     }
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build()
         .parse(expr)
-        .map_err(|e| ScheduleError(expr.into(), e.to_string()))
+        .map_err(|e| ScheduleError(expr.into(), e.to_string()))?;
+    // A valid expression can name a date that never comes (31 February); refreshes would then
+    // run only on the expiry margin, or on a fallback no one asked for.
+    if cron.find_next_occurrence(&Utc::now(), false).is_err() {
+        return Err(ScheduleError(
+            expr.into(),
+            "it never fires: no date matches it".into(),
+        ));
+    }
+    Ok(cron)
 }
 
 #[derive(Debug, Clone)]
@@ -227,5 +236,18 @@ mod tests {
         );
         assert!(parse_cron("61 * * * *").is_err());
         assert!(parse_cron("@hourly").is_err());
+    }
+
+    /// Issue 26 item 7: a date that never comes is refused, not left to a silent fallback;
+    /// rare but real dates (29 February) are kept.
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        for never in ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"] {
+            let err = parse_cron(never).unwrap_err().to_string();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        for rare in ["0 0 29 2 *", "0 0 31 12 *", "0 0 13 * 5"] {
+            assert!(parse_cron(rare).is_ok(), "{rare}");
+        }
     }
 }

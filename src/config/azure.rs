@@ -57,6 +57,13 @@ fn acr_with(field: &str, a: AcrFile, env: &AzureEnv) -> Checked<AcrConfig> {
         (None, None) => (String::new(), DEFAULT_AUTHORITY.to_string()),
     };
     let authority = authority.trim_end_matches('/').to_string();
+    if authority.contains('@') {
+        return Err(ConfigError::invalid(
+            &authority_field,
+            "the URL holds user info (user:password@ before the host), which would reach every log line",
+            "use the cloud's Entra endpoint, e.g. https://login.microsoftonline.com",
+        ));
+    }
     if !is_https_origin(&authority) {
         return Err(ConfigError::invalid(
             &authority_field,
@@ -66,9 +73,14 @@ fn acr_with(field: &str, a: AcrFile, env: &AzureEnv) -> Checked<AcrConfig> {
     }
     let scope = a.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_string());
     if !scope.strip_suffix("/.default").is_some_and(is_https_origin) {
+        let shown = if scope.contains('@') {
+            "the value (it holds user info, not shown)".to_string()
+        } else {
+            format!("{scope:?}")
+        };
         return Err(ConfigError::invalid(
             &format!("{field}.scope"),
-            &format!("{scope:?} is not a resource's /.default scope"),
+            &format!("{shown} is not a resource's /.default scope"),
             "leave it out (the registry audience, https://containerregistry.azure.net/.default), or name another cloud's, e.g. https://management.usgovcloudapi.net/.default",
         ));
     }
@@ -319,7 +331,7 @@ mod tests {
         a.federated_token_file = Some("/nonexistent/azure-identity-token".into());
         let e = err(a, &webhook_env());
         assert!(
-            e.contains("registries[0].acr.federatedTokenFile: cannot read"),
+            e.contains("registries[0].acr.federatedTokenFile: the file cannot be read"),
             "{e}"
         );
 

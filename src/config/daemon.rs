@@ -71,6 +71,13 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
     } else {
         None
     };
+    if !d.prune && d.prune_secret_names.iter().any(|n| !n.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            "--prune-secret-names",
+            "given without --prune, so nothing would be pruned",
+            "add --prune (REGCRED_PRUNE=true), or drop --prune-secret-names",
+        ));
+    }
     let mut prune_also = Vec::new();
     for name in d
         .prune_secret_names

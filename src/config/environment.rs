@@ -13,24 +13,24 @@ use super::ValueFrom;
 pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The path names a readable regular file (following symlinks, as mounted Secrets are).
-/// Checked before opening, so a FIFO or device never blocks or floods the start.
+/// Checked before opening, so a FIFO or device never blocks or floods the start. The messages
+/// never repeat the path: a secret pasted where a path belongs must not reach the log (the
+/// caller names the field, and the file the user wrote names the value).
 pub(super) fn regular_file(path: &Path) -> Result<std::fs::File, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("the file cannot be read: {e}"))?;
     if meta.is_dir() {
-        return Err(format!("{} is a directory, not a file", path.display()));
+        return Err("the path is a directory, not a file".into());
     }
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err("the path is not a regular file".into());
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
-            "{} is {} bytes, more than a credential file holds ({MAX_FILE_BYTES})",
-            path.display(),
+            "the file is {} bytes, more than a credential file holds ({MAX_FILE_BYTES})",
             meta.len()
         ));
     }
-    std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::File::open(path).map_err(|e| format!("the file cannot be read: {e}"))
 }
 
 pub(crate) fn read_small_file(path: &Path) -> Result<String, String> {
@@ -38,7 +38,7 @@ pub(crate) fn read_small_file(path: &Path) -> Result<String, String> {
     regular_file(path)?
         .take(MAX_FILE_BYTES)
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| format!("the file cannot be read: {e}"))?;
     Ok(text)
 }
 

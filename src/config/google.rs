@@ -20,10 +20,13 @@ pub(super) fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
             "list the registry hosts, e.g. [gcr.io, us-docker.pkg.dev]",
         ));
     }
-    for (i, h) in g.hosts.iter().enumerate() {
-        registry_host(&format!("{field}.hosts[{i}]"), h)?;
-    }
-    let keys: Vec<String> = g.hosts.iter().map(|h| registry_key(h)).collect();
+    let hosts = g
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| registry_host(&format!("{field}.hosts[{i}]"), h))
+        .collect::<Checked<Vec<String>>>()?;
+    let keys: Vec<String> = hosts.iter().map(|h| registry_key(h)).collect();
     if let Some(dup) = duplicates(keys.iter().map(String::as_str)) {
         return Err(ConfigError::invalid(
             &format!("{field}.hosts"),
@@ -47,12 +50,12 @@ pub(super) fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
                 "mount the credentials file there (a service-account key or a workload identity federation configuration), or fix the path",
             )
         })?;
-        if credentials_file(&field, &path, &text)? == Kind::ExternalAccount {
+        if credentials_file(&field, &text)? == Kind::ExternalAccount {
             external_account = Some(path);
         }
     }
     Ok(GoogleConfig {
-        hosts: g.hosts,
+        hosts,
         // gcp_auth reads a service-account key itself; a federation config goes elsewhere.
         key_file: g.key_file.filter(|_| external_account.is_none()),
         external_account,
@@ -68,36 +71,45 @@ enum Kind {
 /// gcp_auth gives up without falling through when the file is not a service-account key,
 /// and a federation config it cannot read at all: say which file is which now, plainly,
 /// instead of at the first fetch.
-fn credentials_file(field: &str, path: &Path, text: &str) -> Checked<Kind> {
+fn credentials_file(field: &str, text: &str) -> Checked<Kind> {
     match credential_config::credential_type(text).as_deref() {
-        Some("service_account") => Ok(Kind::ServiceAccount),
+        Some("service_account") => {
+            // gcp_auth loads the key at the first fetch; a broken private_key (a truncated
+            // paste, a PKCS#1 key) would fail every fetch of a daemon that started fine.
+            // Its error names what failed, never the key's bytes.
+            gcp_auth::CustomServiceAccount::from_json(text).map_err(|e| {
+                ConfigError::invalid(
+                    field,
+                    &format!(
+                        "the service-account key cannot be loaded: its private_key or another field is unusable ({})",
+                        crate::error_chain::one_line(&e)
+                    ),
+                    "download a new JSON key for the service account (gcloud iam service-accounts keys create) and mount it unchanged",
+                )
+            })?;
+            Ok(Kind::ServiceAccount)
+        }
         Some("external_account") => {
             let account = credential_config::parse(text).map_err(|p| {
                 ConfigError::invalid(
                     field,
-                    &format!(
-                        "{} (external_account) field {}: {}",
-                        path.display(),
-                        p.field,
-                        p.problem
-                    ),
+                    &format!("(external_account) field {}: {}", p.field, p.problem),
                     p.fix,
                 )
             })?;
-            subject_token_file(field, path, &account.subject_token_file)?;
+            subject_token_file(field, &account.subject_token_file)?;
             Ok(Kind::ExternalAccount)
         }
         Some(other) => Err(ConfigError::invalid(
             field,
             &format!(
-                "{} holds a {other:?} credential, not a service-account key or an external_account configuration",
-                path.display()
+                "the file holds a {other:?} credential, not a service-account key or an external_account configuration"
             ),
             "point it at a service-account key JSON (type \"service_account\") or a workload identity federation configuration (type \"external_account\"), or leave it unset to use GKE Workload Identity / gcloud",
         )),
         None => Err(ConfigError::invalid(
             field,
-            &format!("{} is not a Google credentials JSON file", path.display()),
+            "the file is not a Google credentials JSON file",
             "point it at a service-account key JSON (type \"service_account\") or a workload identity federation configuration (type \"external_account\")",
         )),
     }
@@ -105,14 +117,11 @@ fn credentials_file(field: &str, path: &Path, text: &str) -> Checked<Kind> {
 
 /// The projected token is mounted before the container starts: a missing one is a wrong
 /// path or a missing volume, which stops the start like any other missing mount.
-fn subject_token_file(field: &str, config: &Path, token: &Path) -> Checked<()> {
+fn subject_token_file(field: &str, token: &Path) -> Checked<()> {
     environment::regular_file(token).map(|_| ()).map_err(|problem| {
         ConfigError::invalid(
             field,
-            &format!(
-                "{} (external_account) field credential_source.file: {problem}",
-                config.display()
-            ),
+            &format!("(external_account) field credential_source.file: {problem}"),
             "mount the pod's projected ServiceAccount token there (a serviceAccountToken volume with the pool provider's audience), or fix the path",
         )
     })

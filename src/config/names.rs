@@ -3,39 +3,13 @@
 //! refuse (or silently ignore) them much later, far from the field that held them.
 
 use super::error::{Checked, ConfigError};
-use crate::dockerconfig::registry_key;
+use crate::dockerconfig::canonical_server;
 use crate::label_selector::{is_dns_label_body, is_label_value};
 
-pub(super) fn registry_host(field: &str, h: &str) -> Checked<()> {
-    // Docker Hub serves pulls from this host, but the kubelet matches Docker Hub images only
-    // to docker.io, index.docker.io or https://index.docker.io/v1/: a secret keyed on it is
-    // never used.
-    if registry_key(h) == "docker.io" && h.to_ascii_lowercase().contains("registry-1.docker.io") {
-        return Err(ConfigError::invalid(
-            field,
-            &format!("{h:?} is a host the kubelet never matches Docker Hub images to"),
-            "use https://index.docker.io/v1/ (what kubectl writes) or docker.io",
-        ));
-    }
-    let host = h
-        .strip_prefix("https://")
-        .or_else(|| h.strip_prefix("http://"))
-        .unwrap_or(h);
-    let host = host.split('/').next().unwrap_or_default();
-    let ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
-        && !h.chars().any(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            field,
-            &format!("{h:?} is not a registry host"),
-            "use a host such as gcr.io, quay.io or us-docker.pkg.dev",
-        ))
-    }
+/// The registry server as it will be written (see [`canonical_server`]), or the refusal
+/// naming `field`.
+pub(super) fn registry_host(field: &str, h: &str) -> Checked<String> {
+    canonical_server(h).map_err(|p| ConfigError::invalid(field, &p.problem, p.fix))
 }
 
 pub(super) fn dns_label(field: &str, v: &str, what: &str) -> Checked<()> {
@@ -86,5 +60,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("never matches"), "{err}");
+        assert_eq!(
+            registry_host("f", "HTTPS://Quay.IO").unwrap(),
+            "https://quay.io"
+        );
     }
 }

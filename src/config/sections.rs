@@ -251,15 +251,38 @@ serviceAccounts: [default]
         }
     }
 
+    /// Issue 26 item 3: the keyring compares hosts as written, so they are written lowercase.
+    #[test]
+    fn registry_hosts_are_written_lowercase_in_scheme_and_host() {
+        let pw = std::env::temp_dir().join(format!("regcred-pw-{}", std::process::id()));
+        std::fs::write(&pw, "pw\n").unwrap();
+        let yaml = format!(
+            "registries:\n  - name: hub\n    static: {{ server: HTTPS://Quay.IO/Org, username: u, passwordFile: {pw:?} }}\n  - name: g\n    google: {{ hosts: [US-docker.pkg.dev, Gcr.IO] }}\nsecrets:\n  - name: s\n    registries: [hub, g]\n"
+        );
+        let v = check(&yaml);
+        std::fs::remove_file(&pw).unwrap();
+        let v = v.unwrap();
+        let servers: Vec<String> = v
+            .sources
+            .iter()
+            .flat_map(|s| match &s.kind {
+                SourceKind::Static(StaticConfig::Login { server, .. }) => vec![server.clone()],
+                SourceKind::Google(g) => g.hosts.clone(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(
+            servers,
+            ["https://quay.io/Org", "us-docker.pkg.dev", "gcr.io"]
+        );
+    }
+
     #[test]
     fn credential_files_must_be_regular_readable_files() {
         let dir = std::env::temp_dir();
         for (path, want) in [
             (dir.to_str().unwrap(), "is a directory"),
-            (
-                "/nonexistent/regcred/pw",
-                "cannot read /nonexistent/regcred/pw",
-            ),
+            ("/nonexistent/regcred/pw", "the file cannot be read"),
             ("/dev/zero", "is not a regular file"),
         ] {
             let yaml = format!(

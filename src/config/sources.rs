@@ -206,6 +206,7 @@ fn static_(field: &str, s: StaticFile) -> Checked<StaticConfig> {
                 "use either dockerConfigJsonFile/Env or server + username + password",
             ));
         }
+        docker_config(&format!("{field}.{}", docker_field(&d)), &d)?;
         return Ok(StaticConfig::DockerConfigJson(d));
     }
     let Some(server) = s.server else {
@@ -215,7 +216,7 @@ fn static_(field: &str, s: StaticFile) -> Checked<StaticConfig> {
             "set the registry, e.g. https://index.docker.io/v1/ or quay.io (or use dockerConfigJsonFile)",
         ));
     };
-    registry_host(&format!("{field}.server"), &server)?;
+    let server = registry_host(&format!("{field}.server"), &server)?;
     let username = one_of(
         &format!("{field}.username/usernameFile/usernameEnv"),
         s.username,
@@ -256,6 +257,29 @@ fn static_(field: &str, s: StaticFile) -> Checked<StaticConfig> {
         password,
         email: s.email,
     })
+}
+
+fn docker_field(from: &ValueFrom) -> &'static str {
+    match from {
+        ValueFrom::Env(_) => "dockerConfigJsonEnv",
+        _ => "dockerConfigJsonFile",
+    }
+}
+
+/// The document as each fetch will read it, checked now: JSON of the right shape, every key a
+/// registry the kubelet matches (what `server` would accept). Its values are never quoted.
+fn docker_config(field: &str, from: &ValueFrom) -> Checked<()> {
+    let raw = environment::read_value(from)
+        .map_err(|problem| ConfigError::invalid(field, &problem, "fix the path or the mount"))?;
+    crate::dockerconfig::parse(raw.as_bytes())
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::invalid(
+                field,
+                &e.to_string(),
+                "give a .dockerconfigjson document (what kubectl create secret docker-registry writes), keyed on registry hosts such as quay.io or https://index.docker.io/v1/",
+            )
+        })
 }
 
 /// A username or password as each fetch will clean it: present, not blank, small enough for
@@ -300,7 +324,8 @@ fn one_of(
     {
         return Err(ConfigError::invalid(
             field,
-            &format!("environment variable {var} is not set"),
+            // Not named: a password pasted here is a value, not a variable name.
+            "the environment variable it names is not set",
             "set it (e.g. from a Secret with env.valueFrom) or use the File form",
         ));
     }

@@ -70,7 +70,9 @@ impl StaticProvider {
             ValueFrom::Literal(v) => v.clone(),
             // Same guard as at start-up: a regular file under 1 MiB (a directory or a FIFO
             // mounted by mistake must not hang or exhaust the refresher).
-            ValueFrom::File(path) => crate::config::read_small_file(path).map_err(fail)?,
+            // The path passed the start's checks, so it is a path, not a pasted secret.
+            ValueFrom::File(path) => crate::config::read_small_file(path)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
             ValueFrom::Env(var) => {
                 std::env::var(var).map_err(|e| fail(format!("environment variable {var}: {e}")))?
             }

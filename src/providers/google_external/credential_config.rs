@@ -251,8 +251,25 @@ fn file_source(s: RawSource) -> Result<(PathBuf, Option<String>), Problem> {
 /// https anywhere; plain http only to this machine (a test fixture or a local proxy): a
 /// subject token must never cross a network in clear text.
 fn endpoint(field: &'static str, value: &str, fix: &'static str) -> Result<(), Problem> {
-    let url = url::Url::parse(value)
-        .map_err(|e| problem(field, format!("{value:?} is not a URL: {e}"), fix))?;
+    // User info would ride along in every request line we log and in the daemon's Events;
+    // refused without quoting the value, which then holds a password.
+    let userinfo = || {
+        problem(
+            field,
+            "the URL holds user info (user:password@ before the host)",
+            fix,
+        )
+    };
+    let url = url::Url::parse(value).map_err(|e| {
+        if value.contains('@') {
+            userinfo()
+        } else {
+            problem(field, format!("{value:?} is not a URL: {e}"), fix)
+        }
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(userinfo());
+    }
     let loopback = matches!(
         url.host(),
         Some(url::Host::Domain("localhost"))
