@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, SourceKind, WriteMode};
 use crate::credentials::Credentials;
 use crate::namespaces::Decision;
-use crate::providers::{Provider, ProviderError};
+use crate::sources::{Source, SourceError};
 use crate::writer::{
     Content, DesiredSecret, LiveSecrets, Payload, SaOutcome, SecretOutcome, WriteError, Writer,
 };
@@ -220,7 +220,7 @@ impl KnownServiceAccounts for AskTheServer {
 
 #[derive(Debug, Default)]
 pub struct CycleReport {
-    pub sources: Vec<(String, Result<Credentials, ProviderError>)>,
+    pub sources: Vec<(String, Result<Credentials, SourceError>)>,
     /// Token sources not fetched because every target of theirs is fresh.
     pub not_needed: Vec<String>,
     pub namespaces: Vec<NamespaceReport>,
@@ -268,8 +268,8 @@ pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
 impl CycleReport {
     pub(crate) fn record_fetches(
         &mut self,
-        providers: &[&Provider],
-        results: Vec<Result<Credentials, ProviderError>>,
+        providers: &[&Source],
+        results: Vec<Result<Credentials, SourceError>>,
     ) {
         for (p, r) in providers.iter().zip(results) {
             if let Err(e) = &r {

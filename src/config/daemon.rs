@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::environment;
-use super::error::{Checked, ConfigError};
-use super::names::{dns_label, dns_subdomain};
 use super::{DaemonConfig, LeaderConfig};
+use crate::config_error::{Checked, ConfigError};
+use crate::input as environment;
+use crate::names::{dns_label, dns_subdomain};
 
 pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
     let cron = crate::schedule::parse_cron(&d.schedule).map_err(|e| {

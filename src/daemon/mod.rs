@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::events::Events;
 use crate::metrics::{Metrics, SourceLabel};
-use crate::providers::Provider;
+use crate::sources::Source;
 use crate::writer::Writer;
 
 mod controller;
@@ -46,7 +46,7 @@ pub struct DaemonState {
     /// For watches, which stay open by design.
     watch_client: kube::Client,
     writer: Writer,
-    providers: Vec<Provider>,
+    providers: Vec<Source>,
     creds: RwLock<Cached>,
     pub metrics: Metrics,
     cycle_done: AtomicBool,
@@ -68,7 +68,7 @@ impl DaemonState {
         client: kube::Client,
         watch_client: kube::Client,
     ) -> Arc<Self> {
-        let providers = crate::providers::build_all(&config).await;
+        let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
         let writer = Writer::for_config(client.clone(), &config);
         let events = Events::new(&client, config.daemon.events);
         Arc::new(Self {
