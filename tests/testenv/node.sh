@@ -41,7 +41,7 @@ NODE_ECR_HOST=123456789012.dkr.ecr.us-east-1.amazonaws.com
 NODE_REGISTRIES=(
   "10.99.0.11 ecr $NODE_ECR_HOST"
   "10.99.0.12 google us-docker.pkg.dev gcr.io"
-  "10.99.0.13 acr regcredworld.azurecr.io"
+  "10.99.0.13 acr regcredworld.azurecr.io regcredother.azurecr.io"
   "10.99.0.14 ecr-public public.ecr.aws"
   "10.99.0.15 static quay.io"
 )
@@ -152,10 +152,7 @@ node_up() {
       kernel/keys/root_maxbytes) echo 25000000 ;;
     esac >"$N/sysctl/${s//\//.}"
   done
-  {
-    node_hosts_lines
-    cat "/etc/netns/$NETNS/hosts"
-  } >"$N/hosts"
+  cp "/etc/netns/$NETNS/hosts" "$N/hosts"
   local holder_script="$N/holder.sh"
   {
     echo 'set -e'

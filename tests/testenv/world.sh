@@ -96,10 +96,14 @@ netns_create() {
     "127.0.0.1 localhost" \
     "::1 localhost ip6-localhost ip6-loopback" \
     "169.254.169.254 metadata.google.internal metadata" \
-    "127.0.0.1 login.microsoftonline.com $AZURE_REGISTRIES" >"/etc/netns/$NETNS/hosts"
+    "127.0.0.1 login.microsoftonline.com" >"/etc/netns/$NETNS/hosts"
   if node_enabled; then
+    # The registries (ACR's too) live on the node's addresses, fronted by registry_front.py,
+    # which relays ACR's token endpoints to the Azure fixture.
     node_net "$NETNS"
     node_hosts_lines >>"/etc/netns/$NETNS/hosts"
+  else
+    echo "127.0.0.1 $AZURE_REGISTRIES" >>"/etc/netns/$NETNS/hosts"
   fi
   log "network namespace $NETNS"
 }
