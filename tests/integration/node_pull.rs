@@ -477,3 +477,166 @@ async fn our_service_account_reference_lets_a_pod_without_image_pull_secrets_pul
     assert_eq!(o, Outcome::Running, "{:?}", events(&s, &ns, "via-sa").await);
     eprintln!("node_pull quay.io: ServiceAccount reference -> Running in {t:?}");
 }
+
+/// The binary and the shared libraries it loads (`ldd`), stripped of debug info, as a layer
+/// onto the world's busybox image in quay.io's registry. Returns the image.
+async fn push_binary_image(s: &Scratch) -> String {
+    let root = s.dir.join(unique("image-root"));
+    std::fs::create_dir_all(&root).unwrap();
+    let out = std::process::Command::new("ldd").arg(bin()).output().unwrap();
+    assert!(out.status.success(), "ldd: {out:?}");
+    let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    for lib in &libs {
+        let dest = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    let st = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(bin())
+        .arg(root.join("regcred-refresher"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "objcopy --strip-debug");
+    let tar = s.dir.join(unique("bin.tar"));
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
+    let repo = unique("regcred/refresher");
+    let out = tokio::process::Command::new(env("REGCRED_TEST_CRANE"))
+        .args(["append", "--insecure", "-b", &format!("{backend}/app:base"), "-f"])
+        .arg(&tar)
+        .args(["-t", &format!("{backend}/quay.io/{repo}:1")])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "crane append: {out:?}");
+    format!("quay.io/{repo}:1")
+}
+
+/// The binary itself as a pod, with in-cluster configuration (its ServiceAccount token and
+/// the `kubernetes` Service, routed by kube-proxy to the API server), its password from a
+/// secret volume and its image pulled with the secret an earlier run of ours wrote: the run
+/// succeeds and the target namespace gets its secret.
+#[tokio::test]
+async fn the_binary_runs_as_a_pod_with_in_cluster_config() {
+    let s = Scratch::new().await;
+    let runner = s.namespace("node-runner", &[], &[]).await;
+    let target = s.namespace("node-target", &[], &[]).await;
+    default_service_account(&s.client, &runner).await;
+    let image = push_binary_image(&s).await;
+    // Our own pull secret for our image, written from outside the cluster.
+    once(&quay_config(&s, &format!("{{ include: [{runner}] }}")), &[], &[]).await;
+
+    let password = std::fs::read_to_string(env("REGCRED_TEST_QUAY_PASSWORD_FILE")).unwrap();
+    let config = format!(
+        "registries:\n  - name: quay\n    static: {{ server: quay.io, username: {}, passwordFile: /etc/quay/password }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: {{ include: [{target}] }}\n",
+        env("REGCRED_TEST_QUAY_USER")
+    );
+    let objects = json!([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "refresher", "namespace": runner}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": runner},
+         "data": {"config.yaml": config}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "quay-password", "namespace": runner},
+         "stringData": {"password": password}},
+    ]);
+    for o in objects.as_array().unwrap() {
+        let kind = o["kind"].as_str().unwrap();
+        let pp = PostParams::default();
+        match kind {
+            "ServiceAccount" => {
+                Api::<ServiceAccount>::namespaced(s.client.clone(), &runner)
+                    .create(&pp, &serde_json::from_value(o.clone()).unwrap())
+                    .await
+                    .unwrap();
+            }
+            "ConfigMap" => {
+                Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(s.client.clone(), &runner)
+                    .create(&pp, &serde_json::from_value(o.clone()).unwrap())
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                Api::<Secret>::namespaced(s.client.clone(), &runner)
+                    .create(&pp, &serde_json::from_value(o.clone()).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let user = format!("system:serviceaccount:{runner}:refresher");
+    s.grant(
+        &user,
+        vec![rule(&[""], &["namespaces"], &["get", "list", "watch"])],
+        &[&target],
+        vec![
+            rule(&[""], &["secrets"], &["get", "list", "create", "patch", "update"]),
+            rule(&[""], &["events"], &["create", "patch"]),
+        ],
+    )
+    .await;
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "refresher", "namespace": runner},
+        "spec": {
+            "serviceAccountName": "refresher",
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{
+                "name": "refresher", "image": image,
+                "command": ["/regcred-refresher", "--once", "--config", "/etc/regcred/config.yaml"],
+                "env": [{"name": "REGCRED_LOG", "value": "info"}],
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/regcred", "readOnly": true},
+                    {"name": "password", "mountPath": "/etc/quay", "readOnly": true},
+                ],
+            }],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "config"}},
+                {"name": "password", "secret": {"secretName": "quay-password"}},
+            ],
+        },
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(s.client.clone(), &runner);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let start = Instant::now();
+    let phase = loop {
+        let p = pods.get("refresher").await.unwrap();
+        let phase = p.status.and_then(|st| st.phase).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            break phase;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the refresher pod is still {phase}: {:?}",
+            events(&s, &runner, "refresher").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = pods
+        .logs("refresher", &Default::default())
+        .await
+        .unwrap_or_else(|e| format!("(no logs: {e})"));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    eprintln!(
+        "node_pull: the binary as a pod (in-cluster config) -> Succeeded in {:?}",
+        start.elapsed()
+    );
+    let written = s.secret(&target, "regcred").await.expect("written in-cluster");
+    assert_eq!(
+        auths(&written)["quay.io"]["username"],
+        env("REGCRED_TEST_QUAY_USER")
+    );
+}
