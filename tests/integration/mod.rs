@@ -14,6 +14,7 @@ mod inputs;
 mod keyless;
 mod lifecycle;
 mod link;
+mod node_pull;
 mod once_ecr;
 mod once_static;
 mod outage;
