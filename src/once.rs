@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::config::{Config, WriteMode};
 use crate::credentials::Credentials;
-use crate::cycle::{AskTheServer, CycleReport, NamespaceReport, Plan, plan, write_namespace};
+use crate::cycle::{CycleReport, NamespaceReport, NoCache, Plan, plan, write_namespace};
 use crate::events::Events;
 use crate::namespaces;
 use crate::sources::Source;
@@ -152,9 +152,7 @@ impl OnceRun {
                 return;
             }
         };
-        for m in &resolution.missing {
-            warn!(namespace = %m, "configured namespace does not exist; not creating it");
-        }
+        // Reported once, with the summary (CycleReport::log_outcomes).
         report.missing = resolution.missing;
         report.skipped = resolution.skipped;
         report.secret_errors = plan
@@ -167,7 +165,7 @@ impl OnceRun {
         let mut done: Vec<NamespaceReport> = futures::stream::iter(resolution.targets)
             .take_until(self.stop.cancelled())
             .map(|ns| async move {
-                let done = write_namespace(writer, config, ns, plan, live, &AskTheServer).await;
+                let done = write_namespace(writer, config, ns, plan, live, &NoCache).await;
                 events.for_namespace(&done).await;
                 done
             })

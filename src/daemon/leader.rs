@@ -8,59 +8,65 @@
 //! renewal, and stops when the last renewal we saw is older than the lease duration less a
 //! fifth, before a follower may take the Lease over.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use std::sync::atomic::Ordering;
-
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{DaemonError, DaemonState, work};
+use super::DaemonError;
+use super::readiness::Readiness;
 use crate::config::LeaderConfig;
 
-pub async fn run_as_leader(
-    shared: Arc<DaemonState>,
-    lease: LeaderConfig,
+/// Runs `term(token)` for each term this process holds the Lease (and the fence confirms
+/// it), until `cancel`; the token is cancelled when a term ends in order, and the work is
+/// aborted when the lease is lost. Then releases the Lease.
+pub(super) async fn run<F>(
+    client: &kube::Client,
+    lease: &LeaderConfig,
+    field_manager: &str,
+    readiness: &Readiness,
+    term: impl Fn(CancellationToken) -> F,
     cancel: CancellationToken,
-) -> Result<(), DaemonError> {
+) -> Result<(), DaemonError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let duration = lease.lease_duration.as_secs();
-    let manager = LeaseManagerBuilder::new(shared.client.clone(), &lease.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
         .with_namespace(&lease.lease_namespace)
         .with_identity(&lease.identity)
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .with_field_manager(shared.config.field_manager.clone())
+        .with_field_manager(field_manager.to_string())
         .build()
         .await
         .map_err(|e| DaemonError::Lease(e.to_string()))?;
     let (mut rx, handle) = manager.watch().await;
-    let fence = Fence {
-        api: Api::namespaced(shared.client.clone(), &lease.lease_namespace),
-        name: lease.lease_name.clone(),
-        identity: lease.identity.clone(),
-        duration: lease.lease_duration,
-    };
+    let fence = Fence::new(
+        Api::namespaced(client.clone(), &lease.lease_namespace),
+        lease,
+        Utc::now,
+    );
     info!(lease = %lease.lease_name, namespace = %lease.lease_namespace, identity = %lease.identity, "waiting for the lease");
     let result = loop {
         if !wait_for(&mut rx, true, &cancel).await {
             break Ok(());
         }
         info!(identity = %lease.identity, "acquired the lease; refreshing");
-        shared.standby.store(false, Ordering::Relaxed);
+        readiness.leading();
         let Some(valid_until) = confirmed(&fence, &mut rx, &cancel).await else {
             if cancel.is_cancelled() {
                 break Ok(());
             }
             continue;
         };
-        shared.metrics.leader.set(1);
-        let term = cancel.child_token();
-        let mut task = tokio::spawn(work(shared.clone(), term.clone()));
+        let token = cancel.child_token();
+        let mut task = tokio::spawn(term(token.clone()));
         let lost = tokio::select! {
             _ = &mut task => None,
             still = wait_for(&mut rx, false, &cancel) => Some(still),
@@ -77,14 +83,12 @@ pub async fn run_as_leader(
                 let _ = task.await;
             }
             Some(false) => {
-                term.cancel();
+                token.cancel();
                 let _ = task.await;
             }
             None => {}
         }
-        shared.metrics.leader.set(0);
-        shared.standby.store(true, Ordering::Relaxed);
-        shared.cycle_done.store(false, Ordering::Relaxed);
+        readiness.standing_by();
         if cancel.is_cancelled() {
             break Ok(());
         }
@@ -106,9 +110,25 @@ struct Fence {
     name: String,
     identity: String,
     duration: Duration,
+    /// The wall clock the Lease's renewTime is compared with; injected so tests can move it.
+    now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
 impl Fence {
+    fn new(
+        api: Api<Lease>,
+        lease: &LeaderConfig,
+        now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            api,
+            name: lease.lease_name.clone(),
+            identity: lease.identity.clone(),
+            duration: lease.lease_duration,
+            now: Box::new(now),
+        }
+    }
+
     /// How far ahead of a lease's expiry writing stops: a fifth of its duration.
     fn margin(&self) -> Duration {
         self.duration / 5
@@ -122,7 +142,7 @@ impl Fence {
             return None;
         }
         let renewed_ms = spec.renew_time?.0.as_millisecond();
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = (self.now)().timestamp_millis();
         let until_ms = renewed_ms + (self.duration - self.margin()).as_millis() as i64;
         let left = Duration::from_millis(u64::try_from(until_ms - now_ms).ok()?);
         Some(tokio::time::Instant::now() + left)

@@ -1,13 +1,13 @@
 //! Daemon mode: keep every target valid without anyone watching.
 //!
-//! Each source has its own timer ([`sources`]); fresh credentials go into a cache and trigger a
-//! full reconcile. Watches ([`watch`]) trigger per-namespace reconciles from that cache, so a
-//! new namespace or a deleted secret is served within seconds and without a token call. With
-//! leader election only the Lease holder fetches and writes. Shutdown is a future passed in,
-//! so tests can drive it.
+//! Each source has its own timer ([`timers`]); fresh credentials go into a cache and trigger a
+//! pass over every namespace ([`pass`]). Watches ([`watch`]) trigger per-namespace reconciles
+//! ([`reconcile`]) from that cache, so a new namespace or a deleted secret is served within
+//! seconds and without a token call. With leader election ([`leader`]) only the Lease holder
+//! fetches and writes; [`readiness`] owns what `/readyz` reports. Shutdown is a future passed
+//! in, so tests can drive it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
@@ -27,7 +27,12 @@ mod controller;
 mod leader;
 mod pass;
 mod prune;
-pub mod sources;
+mod readiness;
+mod reconcile;
+pub mod timers;
+mod watch;
+
+use readiness::Readiness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -45,19 +50,19 @@ pub struct DaemonState {
     client: kube::Client,
     /// For watches, which stay open by design.
     watch_client: kube::Client,
-    writer: Writer,
+    /// Shared with the watches, which skip the echo of its writes.
+    writer: Arc<Writer>,
     providers: Vec<Source>,
-    creds: RwLock<Cached>,
+    creds: RwLock<CachedCredentials>,
     pub metrics: Metrics,
-    cycle_done: AtomicBool,
-    standby: AtomicBool,
+    readiness: Readiness,
     events: Events,
 }
 
 /// The last good credentials by source, and how many times they have been replaced: a pass
 /// knows from it whether a "refreshed" signal brings anything it has not started with.
 #[derive(Debug, Default)]
-struct Cached {
+struct CachedCredentials {
     by_source: BTreeMap<String, Arc<Credentials>>,
     generation: u64,
 }
@@ -69,10 +74,24 @@ impl DaemonState {
         watch_client: kube::Client,
     ) -> Arc<Self> {
         let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
-        let writer = Writer::for_config(client.clone(), &config);
+        Arc::new(Self::with_providers(
+            config,
+            client,
+            watch_client,
+            providers,
+        ))
+    }
+
+    fn with_providers(
+        config: Config,
+        client: kube::Client,
+        watch_client: kube::Client,
+        providers: Vec<Source>,
+    ) -> Self {
+        let writer = Arc::new(Writer::for_config(client.clone(), &config));
         let events = Events::new(&client, config.daemon.events);
-        Arc::new(Self {
-            standby: AtomicBool::new(config.daemon.leader.is_some()),
+        Self {
+            readiness: Readiness::new(config.daemon.leader.is_some()),
             config,
             client,
             watch_client,
@@ -80,9 +99,8 @@ impl DaemonState {
             providers,
             creds: RwLock::default(),
             metrics: Metrics::default(),
-            cycle_done: AtomicBool::new(false),
             events,
-        })
+        }
     }
 
     fn snapshot(&self) -> BTreeMap<String, Arc<Credentials>> {
@@ -118,24 +136,14 @@ impl DaemonState {
     /// Ready once a complete cycle has run and while no cached credential has expired. A
     /// standby replica is ready: it serves nothing and is healthy.
     fn ready(&self) -> Result<(), String> {
-        if self.standby.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        if !self.cycle_done.load(Ordering::Relaxed) {
-            return Err("no complete refresh cycle yet".into());
-        }
-        let now = Utc::now();
-        let expired: Vec<String> = self
-            .snapshot()
-            .values()
-            .filter(|c| c.expires_at.is_some_and(|e| e <= now))
-            .map(|c| c.source.clone())
-            .collect();
-        if expired.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("expired credentials: {}", expired.join(",")))
-        }
+        self.readiness.check(|| {
+            let now = Utc::now();
+            self.snapshot()
+                .values()
+                .filter(|c| c.expires_at.is_some_and(|e| e <= now))
+                .map(|c| c.source.clone())
+                .collect()
+        })
     }
 
     fn update_gauges(&self) {
@@ -180,26 +188,37 @@ impl crate::admin::Health for DaemonState {
 /// Runs the daemon until `shutdown` resolves, then stops taking work, lets in-flight writes
 /// finish within the configured bound, releases the lease, and returns.
 pub async fn run(
-    shared: Arc<DaemonState>,
+    state: Arc<DaemonState>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let cancel = CancellationToken::new();
     let admin = crate::admin::serve(
-        shared.config.daemon.admin_addr,
-        shared.clone(),
+        state.config.daemon.admin_addr,
+        state.clone(),
         cancel.clone(),
     )
     .await?;
     let main = {
-        let (shared, cancel) = (shared.clone(), cancel.clone());
+        let (state, cancel) = (state.clone(), cancel.clone());
         tokio::spawn(async move {
-            match shared.config.daemon.leader.clone() {
+            match &state.config.daemon.leader {
                 None => {
-                    shared.metrics.leader.set(1);
-                    work(shared, cancel).await;
+                    state.metrics.leader.set(1);
+                    work(state.clone(), cancel).await;
                     Ok(())
                 }
-                Some(lease) => leader::run_as_leader(shared, lease, cancel).await,
+                Some(lease) => {
+                    let term = |term| lead(state.clone(), term);
+                    leader::run(
+                        &state.client,
+                        lease,
+                        &state.config.field_manager,
+                        &state.readiness,
+                        term,
+                        cancel,
+                    )
+                    .await
+                }
             }
         })
     };
@@ -209,7 +228,7 @@ pub async fn run(
         _ = &mut shutdown => {
             info!("shutting down");
             cancel.cancel();
-            match tokio::time::timeout(shared.config.daemon.shutdown_timeout, &mut main).await {
+            match tokio::time::timeout(state.config.daemon.shutdown_timeout, &mut main).await {
                 Ok(joined) => joined.unwrap_or(Ok(())),
                 Err(_) => {
                     warn!("in-flight work did not finish in time; stopping anyway");
@@ -225,38 +244,52 @@ pub async fn run(
     result
 }
 
+/// A term as leader: the work, with the leader gauge at 1 for as long as it runs (also when
+/// it is aborted on a lost lease: the gauge drops with the task).
+async fn lead(state: Arc<DaemonState>, term: CancellationToken) {
+    struct Leading(Arc<DaemonState>);
+    impl Drop for Leading {
+        fn drop(&mut self) {
+            self.0.metrics.leader.set(0);
+        }
+    }
+    state.metrics.leader.set(1);
+    let _leading = Leading(state.clone());
+    work(state, term).await;
+}
+
 /// The leader's work: a timer per source and the controller, until `cancel`.
-async fn work(shared: Arc<DaemonState>, cancel: CancellationToken) {
+async fn work(state: Arc<DaemonState>, cancel: CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
-    for idx in 0..shared.providers.len() {
-        let (shared, tx, cancel) = (shared.clone(), tx.clone(), cancel.clone());
+    for idx in 0..state.providers.len() {
+        let (state, tx, cancel) = (state.clone(), tx.clone(), cancel.clone());
         tasks.spawn(async move {
-            let p = &shared.providers[idx];
-            let timeout = shared.config.provider_timeout;
-            sources::refresh_loop(
+            let p = &state.providers[idx];
+            let timeout = state.config.provider_timeout;
+            timers::refresh_loop(
                 p.name(),
-                &shared.config.daemon.policy,
+                &state.config.daemon.policy,
                 || p.fetch(timeout),
                 |r| match r {
                     Ok(creds) => {
-                        shared.metrics.refresh(p.name(), "success");
-                        shared
+                        state.metrics.refresh(p.name(), "success");
+                        state
                             .metrics
                             .last_success
                             .get_or_create(&SourceLabel {
                                 source: p.name().into(),
                             })
                             .set(Utc::now().timestamp() as f64);
-                        shared.store(p.name(), creds);
-                        let _ = tx.send(controller::Wake::Refreshed);
+                        state.store(p.name(), creds);
+                        let _ = tx.send(pass::Wake::Refreshed);
                     }
                     Err(e) => {
-                        shared.metrics.refresh(p.name(), e.metric_label());
-                        if let Some(pod) = shared.own_pod() {
-                            let (shared, note) = (shared.clone(), e.to_string());
+                        state.metrics.refresh(p.name(), e.metric_label());
+                        if let Some(pod) = state.own_pod() {
+                            let (state, note) = (state.clone(), e.to_string());
                             tokio::spawn(async move {
-                                shared.events.warn("RefreshFailed", note, pod).await;
+                                state.events.warn("RefreshFailed", note, pod).await;
                             });
                         }
                     }
@@ -268,7 +301,7 @@ async fn work(shared: Arc<DaemonState>, cancel: CancellationToken) {
             .await
         });
     }
-    controller::run(shared.clone(), rx, tx, cancel.clone()).await;
+    controller::run(state.clone(), rx, tx, cancel.clone()).await;
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 }

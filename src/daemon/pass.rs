@@ -1,15 +1,77 @@
 //! A pass: every target namespace reconciled once after fresh credentials (or a watch
-//! re-list). The controller reconciles namespaces one by one; the pass is what adds them up
-//! into the "cycle finished" line, the cycle duration and readiness.
+//! re-list). [`trigger`] decides when one is due; the controller reconciles namespaces one
+//! by one; [`Passes`] adds them up into the "cycle finished" line, the cycle duration and
+//! readiness.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use kube::runtime::reflector::Store;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::watch::NamespaceMeta;
 use crate::cycle::{NamespaceReport, Totals};
-use crate::namespaces::Resolution;
+use crate::namespaces::{NamespaceFilter, Resolution};
+
+/// What calls for a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// A source has stored fresh credentials.
+    Refreshed,
+    /// A watch lost track and listed again: a deletion missed meanwhile is in no event.
+    Relisted,
+}
+
+/// Starts a pass for each wake that brings something new, once the namespaces are known,
+/// until `cancel` (or either channel closes). `generation()` is that of the cached
+/// credentials and whether they can serve a pass; `begin` opens the pass over the targets;
+/// `reconcile_all` then asks the controller to reconcile every namespace.
+pub(super) async fn trigger(
+    namespaces: &Store<NamespaceMeta>,
+    filter: &NamespaceFilter,
+    mut wake: mpsc::UnboundedReceiver<Wake>,
+    generation: impl Fn() -> (u64, bool),
+    begin: impl Fn(&Resolution),
+    reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = namespaces.wait_until_ready() => if r.is_err() { return },
+    }
+    // A leader again, with live credentials cached from its last term: they serve the
+    // namespaces of the first list while the sources fetch anew.
+    let (_, mut start_now) = generation();
+    // The generation the last pass started with: a signal for it brings nothing new (the
+    // fetch stored its credentials before this loop read them).
+    let mut covered = None;
+    loop {
+        let mut relisted = false;
+        if !std::mem::take(&mut start_now) {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = wake.recv() => match r {
+                    Some(w) => relisted = w == Wake::Relisted,
+                    None => return,
+                },
+            }
+        }
+        while let Ok(w) = wake.try_recv() {
+            relisted |= w == Wake::Relisted;
+        }
+        let (generation, _) = generation();
+        if covered.replace(generation) == Some(generation) && !relisted {
+            continue;
+        }
+        begin(&crate::namespaces::classify(filter, &namespaces.state()));
+        if reconcile_all.unbounded_send(()).is_err() {
+            return;
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Finished {
