@@ -12,6 +12,7 @@ use crate::cli::{Cli, DryRun, QuickEcr};
 use crate::namespaces::NamespaceFilter;
 
 mod daemon;
+mod formats;
 mod sections;
 mod yaml_error;
 
@@ -28,6 +29,7 @@ pub use crate::sources::ecr_public::EcrPublicConfig;
 pub use crate::sources::google::GoogleConfig;
 pub use crate::sources::static_creds::StaticConfig;
 pub use crate::sources::{SourceConfig, SourceKind};
+pub use crate::writer::format::{ArgoCd, SecretFormat};
 
 /// What one run does with the secrets it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct SecretConfig {
     pub sources: Vec<String>,
     /// Take over a same-named secret that we did not create.
     pub adopt: bool,
+    /// The shape it is written in, for its consumer.
+    pub format: SecretFormat,
 }
 
 // ---- the file format ----
@@ -113,6 +117,20 @@ struct SecretFile {
     registries: Vec<String>,
     #[serde(default)]
     adopt: bool,
+    /// `dockerconfigjson` (default), `basic-auth`, `argocd-repository`, `argocd-repo-creds`.
+    format: Option<String>,
+    argocd: Option<ArgoCdFile>,
+}
+
+/// `secrets[].argocd`: the Argo CD fields of an `argocd-*` format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ArgoCdFile {
+    url: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    project: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +359,8 @@ fn from_quick_flags(q: &QuickEcr) -> FileConfig {
             name: q.secret_name.clone().unwrap_or_else(|| "regcred".into()),
             registries: vec!["ecr".into()],
             adopt: false,
+            format: None,
+            argocd: None,
         }],
         namespaces,
         service_accounts: q.service_accounts.clone(),

@@ -22,6 +22,12 @@ pub fn of_secret(secret: &SecretConfig, sources: &[SourceConfig]) -> String {
         }
         recipe.push('\n');
     }
+    // Only for a format other than the default: older secrets keep their fingerprints.
+    let format = secret.format.recipe();
+    if !format.is_empty() {
+        recipe.push_str(&format);
+        recipe.push('\n');
+    }
     let digest = Sha256::digest(recipe.as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -65,6 +71,7 @@ mod tests {
 
     fn secret(sources: &[&str]) -> SecretConfig {
         SecretConfig {
+            format: Default::default(),
             name: "regcred".into(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
             adopt: false,

@@ -79,10 +79,13 @@ pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
             ));
         }
         one_source_per_host(&format!("{field}.registries"), &s.registries, &sources)?;
+        let format =
+            super::formats::secret_format(&field, s.format, s.argocd, &s.registries, &sources)?;
         secrets.push(SecretConfig {
             name: s.name,
             sources: s.registries,
             adopt: s.adopt,
+            format,
         });
     }
     if let Some(dup) = duplicates(secrets.iter().map(|s| s.name.as_str())) {

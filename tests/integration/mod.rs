@@ -7,6 +7,7 @@ mod ecr_public;
 mod faults_api;
 mod faults_provider;
 mod faults_proxy;
+mod formats;
 mod google;
 mod google_wif;
 mod hygiene;
