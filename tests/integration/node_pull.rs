@@ -42,7 +42,13 @@ async fn push_image(s: &Scratch, host: &str) -> String {
     assert!(st.success());
     let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
     let out = tokio::process::Command::new(env("REGCRED_TEST_CRANE"))
-        .args(["append", "--insecure", "-b", &format!("{backend}/app:base"), "-f"])
+        .args([
+            "append",
+            "--insecure",
+            "-b",
+            &format!("{backend}/app:base"),
+            "-f",
+        ])
         .arg(&tar)
         .args(["-t", &format!("{backend}/{host}/{repo}:1")])
         .output()
@@ -173,7 +179,10 @@ async fn refused_without_then_pulls_with(
         "{host}: the registry refused: {after}"
     );
     assert!(
-        after["last_refusal"].as_str().unwrap_or("").starts_with("401"),
+        after["last_refusal"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("401"),
         "{after}"
     );
 
@@ -222,7 +231,12 @@ async fn static_quay_pod_pulls_with_our_secret_and_not_without() {
     let ns = s.namespace("node-quay", &[], &[]).await;
     default_service_account(&s.client, &ns).await;
     let image = push_image(&s, "quay.io").await;
-    once(&quay_config(&s, &format!("{{ include: [{ns}] }}")), &[], &[]).await;
+    once(
+        &quay_config(&s, &format!("{{ include: [{ns}] }}")),
+        &[],
+        &[],
+    )
+    .await;
     refused_without_then_pulls_with(&s, &ns, "quay.io", &image, "regcred").await;
 }
 
@@ -483,7 +497,10 @@ async fn our_service_account_reference_lets_a_pod_without_image_pull_secrets_pul
 async fn push_binary_image(s: &Scratch) -> String {
     let root = s.dir.join(unique("image-root"));
     std::fs::create_dir_all(&root).unwrap();
-    let out = std::process::Command::new("ldd").arg(bin()).output().unwrap();
+    let out = std::process::Command::new("ldd")
+        .arg(bin())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "ldd: {out:?}");
     let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -515,7 +532,13 @@ async fn push_binary_image(s: &Scratch) -> String {
     let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
     let repo = unique("regcred/refresher");
     let out = tokio::process::Command::new(env("REGCRED_TEST_CRANE"))
-        .args(["append", "--insecure", "-b", &format!("{backend}/app:base"), "-f"])
+        .args([
+            "append",
+            "--insecure",
+            "-b",
+            &format!("{backend}/app:base"),
+            "-f",
+        ])
         .arg(&tar)
         .args(["-t", &format!("{backend}/quay.io/{repo}:1")])
         .output()
@@ -537,7 +560,12 @@ async fn the_binary_runs_as_a_pod_with_in_cluster_config() {
     default_service_account(&s.client, &runner).await;
     let image = push_binary_image(&s).await;
     // Our own pull secret for our image, written from outside the cluster.
-    once(&quay_config(&s, &format!("{{ include: [{runner}] }}")), &[], &[]).await;
+    once(
+        &quay_config(&s, &format!("{{ include: [{runner}] }}")),
+        &[],
+        &[],
+    )
+    .await;
 
     let password = std::fs::read_to_string(env("REGCRED_TEST_QUAY_PASSWORD_FILE")).unwrap();
     let config = format!(
@@ -581,7 +609,11 @@ async fn the_binary_runs_as_a_pod_with_in_cluster_config() {
         vec![rule(&[""], &["namespaces"], &["get", "list", "watch"])],
         &[&target],
         vec![
-            rule(&[""], &["secrets"], &["get", "list", "create", "patch", "update"]),
+            rule(
+                &[""],
+                &["secrets"],
+                &["get", "list", "create", "patch", "update"],
+            ),
             rule(&[""], &["events"], &["create", "patch"]),
         ],
     )
@@ -634,7 +666,10 @@ async fn the_binary_runs_as_a_pod_with_in_cluster_config() {
         "node_pull: the binary as a pod (in-cluster config) -> Succeeded in {:?}",
         start.elapsed()
     );
-    let written = s.secret(&target, "regcred").await.expect("written in-cluster");
+    let written = s
+        .secret(&target, "regcred")
+        .await
+        .expect("written in-cluster");
     assert_eq!(
         auths(&written)["quay.io"]["username"],
         env("REGCRED_TEST_QUAY_USER")
