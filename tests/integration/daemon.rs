@@ -547,7 +547,7 @@ async fn a_conflict_is_reported_as_a_kubernetes_event_on_the_secret() {
 async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
     let s = Scratch::new().await;
     let ns = s.namespace("dev", &[], &[]).await;
-    // The refresher's own Pod (it never runs here: there is no kubelet; the object suffices).
+    // The refresher's own Pod (its image never pulls, from example.invalid: the object suffices).
     // Pods need their ServiceAccount (admission): the controller's `default`.
     default_service_account(&s.client, &ns).await;
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({

@@ -31,12 +31,14 @@
 # 443 (TLS; control 4443), IMDS + GKE metadata 169.254.169.254:80, Pod Identity
 # agent 169.254.170.23:80.
 #
-# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd;
-# honours KUBEBUILDER_ASSETS) and tests/testenv/setup-venv.sh (moto, cryptography).
+# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd, and
+# the node's kubelet, kube-scheduler, kube-proxy; honours KUBEBUILDER_ASSETS),
+# tests/testenv/setup-venv.sh (moto, cryptography), and for the node build-node.sh
+# (containerd, CoreDNS, CNI, busybox, pause) and build-pullproof.sh (crane, registry).
 # Both build/install on first use and are cached under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/.
 #
-# Quirks of this world (no scheduler, no kubelet: no Pod ever runs):
+# Quirks of this world (one node, tests/testenv/node.sh; REGCRED_TEST_NODE=0: none, no Pod runs):
 # - kube-controller-manager runs the serviceaccount, serviceaccount-token,
 #   root-ca-cert-publisher, namespace and garbagecollector controllers only. A new
 #   namespace gets its `default` ServiceAccount and kube-root-ca.crt ConfigMap a
@@ -486,7 +488,7 @@ do_up() {
     echo "# Quirks: kube-controller-manager runs (serviceaccount, serviceaccount-token,"
     echo "# root-ca-cert-publisher, namespace, garbagecollector): a new namespace gets its"
     echo "# 'default' ServiceAccount a moment AFTER it is created (create-or-ignore-AlreadyExists,"
-    echo "# or wait for it); deleted namespaces finalize. No scheduler or kubelet: no Pod runs."
+    echo "# or wait for it); deleted namespaces finalize. One node (tests/testenv/node.sh) unless REGCRED_TEST_NODE=0."
     echo "# Admission plugins: the kube-apiserver defaults (ServiceAccount admission on)."
     echo "# Authorization: RBAC; the aggregated ClusterRoles view/edit/admin have no rules."
     echo "# Identities: admin = CN=regcred-admin,O=system:masters; restricted ="
