@@ -17,6 +17,8 @@ use crate::writer::{
 use crate::{dockerconfig, fingerprint};
 
 mod report;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use report::{CycleReport, Totals, log_totals, totals_of};
 

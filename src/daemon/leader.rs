@@ -213,3 +213,133 @@ async fn wait_for(rx: &mut watch::Receiver<bool>, want: bool, cancel: &Cancellat
         }
     }
 }
+
+/// The fence on a paused clock, with the wall clock injected to follow it and the Lease read
+/// from a fake API server.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::super::testing;
+    use super::*;
+
+    const DURATION: Duration = Duration::from_secs(15);
+
+    fn base() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    }
+
+    /// Wall clock that follows tokio's paused clock from `base()`.
+    fn clock() -> impl Fn() -> DateTime<Utc> + Clone + Send + Sync + 'static {
+        let start = tokio::time::Instant::now();
+        move || base() + (tokio::time::Instant::now() - start)
+    }
+
+    fn lease(holder: &str, renewed: DateTime<Utc>) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "regcred-refresher", "namespace": "ops"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": renewed.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}
+        }))
+        .unwrap()
+    }
+
+    fn fence(
+        client: kube::Client,
+        now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Fence {
+        let config = LeaderConfig {
+            lease_name: "regcred-refresher".into(),
+            lease_namespace: "ops".into(),
+            identity: "me".into(),
+            lease_duration: DURATION,
+        };
+        Fence::new(Api::namespaced(client, "ops"), &config, now)
+    }
+
+    /// How long `hold` holds, started with a renewal just confirmed.
+    async fn held(fence: &Fence) -> Duration {
+        let start = tokio::time::Instant::now();
+        fence.hold(start + DURATION - fence.margin()).await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writing_is_safe_until_four_fifths_of_the_duration_after_the_renewal() {
+        let (client, _) = testing::no_server();
+        let f = fence(client, base);
+        let now = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let renewed = |ago_ms: i64| lease("me", base() - chrono::Duration::milliseconds(ago_ms));
+        assert_eq!(f.valid_until(renewed(2_000)), Some(now + s(10)));
+        assert_eq!(
+            f.valid_until(renewed(12_000)),
+            Some(now),
+            "the last safe instant"
+        );
+        assert_eq!(f.valid_until(renewed(12_001)), None, "run out");
+        // A renewal stamped ahead of our clock (skew) counts from its stamp.
+        assert_eq!(f.valid_until(renewed(-1_000)), Some(now + s(13)));
+        assert_eq!(f.valid_until(lease("other", base())), None, "not ours");
+        assert_eq!(f.valid_until(Lease::default()), None, "no spec");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_follows_confirmed_renewals_and_ends_a_margin_before_the_last_expires() {
+        let now = clock();
+        let renewals_stop = base() + chrono::Duration::seconds(30);
+        let (client, log) = {
+            let now = now.clone();
+            testing::server(move |_| {
+                (
+                    200,
+                    serde_json::to_value(lease("me", now().min(renewals_stop))).unwrap(),
+                )
+            })
+        };
+        assert_eq!(held(&fence(client, now)).await, Duration::from_secs(42));
+        // One read per margin (3 s) until the deadline.
+        let seen = testing::requests(&log);
+        assert_eq!(seen.len(), 13, "{seen:?}");
+        assert!(seen.iter().all(|s| s.line()
+            == "GET /apis/coordination.k8s.io/v1/namespaces/ops/leases/regcred-refresher"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_holder_ends_the_hold_at_the_next_read() {
+        let now = clock();
+        let (client, _) = {
+            let now = now.clone();
+            testing::server(move |_| (200, serde_json::to_value(lease("other", now())).unwrap()))
+        };
+        assert_eq!(held(&fence(client, now)).await, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_fails_or_never_answers_leaves_the_deadline_to_decide() {
+        let (client, _) = testing::server(|_| testing::status(503, "ServiceUnavailable"));
+        assert_eq!(held(&fence(client, clock())).await, Duration::from_secs(12));
+
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let unanswered = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = unanswered.clone();
+        tokio::spawn(async move {
+            while let Some(pending) = handle.next_request().await {
+                keep.lock().unwrap().push(pending);
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        assert_eq!(held(&fence(client, clock())).await, Duration::from_secs(12));
+        assert_eq!(
+            unanswered.lock().unwrap().len(),
+            1,
+            "one read, left hanging"
+        );
+    }
+}

@@ -29,6 +29,8 @@ mod pass;
 mod prune;
 mod readiness;
 mod reconcile;
+#[cfg(test)]
+mod testing;
 pub mod timers;
 mod watch;
 

@@ -122,3 +122,160 @@ impl Prune<'_> {
         }
     }
 }
+
+/// Pruning against a fake API server, given only the caches, client and writer it uses.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::{self, listed, namespace, secret_meta};
+    use super::*;
+    use crate::cycle::tests::config;
+
+    const YAML: &str = "registries:\n  - name: quay\n    static: { server: quay.io, username: bot, passwordFile: {pw} }\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: { include: [\"team-*\"] }\n";
+
+    #[tokio::test]
+    async fn the_sweep_deletes_ours_outside_the_targets_and_retired_names_listed_by_name() {
+        let yaml = format!("{YAML}serviceAccounts: [builder]\n");
+        let config = config(
+            &yaml,
+            &[
+                "--prune",
+                "--prune-secret-names=old,regcred",
+                "--instance=blue",
+            ],
+        );
+        let (client, log) = testing::server(|s| match (s.method.as_str(), s.path.as_str()) {
+            ("GET", "/api/v1/secrets") => (
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                       "metadata": {}, "items": [{"apiVersion": "meta.k8s.io/v1",
+                       "kind": "PartialObjectMetadata",
+                       "metadata": {"name": "old", "namespace": "team-c", "uid": "u-old"}}]}),
+            ),
+            // The ServiceAccount whose reference a pruned secret takes with it.
+            ("GET", _) => testing::status(404, "NotFound"),
+            _ => (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        });
+        let writer = Writer::for_config(client.clone(), &config);
+        let metrics = Metrics::default();
+        let namespaces = listed(vec![namespace("team-a", &[]), namespace("other", &[])]);
+        let managed = vec![(
+            "regcred".to_string(),
+            listed(vec![
+                // A target keeps its secret; a namespace we do not know of is left alone.
+                secret_meta("team-a", "regcred", "u-a"),
+                secret_meta("other", "regcred", "u-other"),
+                secret_meta("unknown", "regcred", "u-unknown"),
+            ]),
+        )];
+        let prune = Prune {
+            config: &config,
+            client: &client,
+            writer: &writer,
+            metrics: &metrics,
+            namespaces: &namespaces,
+            managed: &managed,
+        };
+        prune.sweep().await;
+        let seen = testing::requests(&log);
+        let list = &seen[0];
+        assert_eq!(list.line(), "GET /api/v1/secrets", "{seen:?}");
+        assert_eq!(list.param("fieldSelector"), Some("metadata.name=old"));
+        assert_eq!(
+            list.param("labelSelector"),
+            Some(
+                "app.kubernetes.io/managed-by=regcred-refresher,regcred-refresher.io/instance=blue"
+            )
+        );
+        // A still-configured name in --prune-secret-names is not listed.
+        assert_eq!(
+            seen.iter().filter(|s| s.path == "/api/v1/secrets").count(),
+            1
+        );
+        let mut deletes: Vec<(String, String)> = seen
+            .iter()
+            .filter(|s| s.method == "DELETE")
+            .map(|s| {
+                (
+                    s.path.clone(),
+                    s.body["preconditions"]["uid"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect();
+        deletes.sort();
+        assert_eq!(
+            deletes,
+            [
+                (
+                    "/api/v1/namespaces/other/secrets/regcred".to_string(),
+                    "u-other".to_string()
+                ),
+                (
+                    "/api/v1/namespaces/team-c/secrets/old".to_string(),
+                    "u-old".to_string()
+                ),
+            ]
+        );
+        // Each pruned secret's reference is taken back from the configured ServiceAccount.
+        let mut sa_reads: Vec<String> = seen
+            .iter()
+            .filter(|s| s.path.contains("/serviceaccounts/"))
+            .map(|s| s.line())
+            .collect();
+        sa_reads.sort();
+        assert_eq!(
+            sa_reads,
+            [
+                "GET /api/v1/namespaces/other/serviceaccounts/builder",
+                "GET /api/v1/namespaces/team-c/serviceaccounts/builder"
+            ]
+        );
+        let pruned = crate::metrics::ResultLabel {
+            result: "pruned".into(),
+        };
+        assert_eq!(metrics.writes.get_or_create(&pruned).get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_is_not_counted_and_stops_nothing_else() {
+        let config = config(YAML, &["--prune"]);
+        let (client, log) = testing::server(|s| match s.path.as_str() {
+            "/api/v1/namespaces/gone-1/secrets/regcred" => testing::status(409, "Conflict"),
+            _ => (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        });
+        let writer = Writer::for_config(client.clone(), &config);
+        let metrics = Metrics::default();
+        let namespaces = listed(vec![namespace("gone-1", &[]), namespace("gone-2", &[])]);
+        let managed = vec![(
+            "regcred".to_string(),
+            listed(vec![
+                secret_meta("gone-1", "regcred", "u-1"),
+                secret_meta("gone-2", "regcred", "u-2"),
+            ]),
+        )];
+        let prune = Prune {
+            config: &config,
+            client: &client,
+            writer: &writer,
+            metrics: &metrics,
+            namespaces: &namespaces,
+            managed: &managed,
+        };
+        prune.sweep().await;
+        assert_eq!(testing::requests(&log).len(), 2);
+        let pruned = crate::metrics::ResultLabel {
+            result: "pruned".into(),
+        };
+        assert_eq!(metrics.writes.get_or_create(&pruned).get(), 1);
+    }
+}

@@ -138,3 +138,198 @@ async fn record(state: &DaemonState, ns: &NamespaceReport) {
         }
     }
 }
+
+/// `reconcile`'s decisions against a fake API server: what it asks, in what order, and what
+/// it returns to the controller.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::{self, Log, listed, namespace, secret_meta, status};
+    use super::super::watch::SecretMeta;
+    use super::*;
+    use crate::cycle::tests::{config, static_creds};
+
+    const YAML: &str = "registries:\n  - name: quay\n    static: { server: quay.io, username: bot, passwordFile: {pw} }\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: { include: [\"team-*\"] }\n";
+
+    /// A context over `client` with the static credentials cached, and the managed secrets
+    /// in `managed` known from their watch.
+    fn context(flags: &[&str], client: kube::Client, managed: Vec<SecretMeta>) -> Arc<Context> {
+        let state = testing::state(config(YAML, flags), client);
+        state.store("quay", static_creds("quay", "quay.io"));
+        let managed = vec![("regcred".to_string(), listed(managed))];
+        Arc::new(Context::new(state, listed(vec![]), managed, vec![]))
+    }
+
+    async fn run(ctx: &Arc<Context>, ns: &str) -> Result<Action, ReconcileError> {
+        reconcile(Arc::new(namespace(ns, &[])), ctx.clone()).await
+    }
+
+    fn lines(log: &Log) -> Vec<String> {
+        testing::requests(log).iter().map(|s| s.line()).collect()
+    }
+
+    fn writes(ctx: &Context, result: &str) -> u64 {
+        let label = crate::metrics::ResultLabel {
+            result: result.into(),
+        };
+        ctx.state.metrics.writes.get_or_create(&label).get()
+    }
+
+    /// The API server's answer to an apply: the object as sent, stored.
+    fn applied(s: &testing::Seen) -> (u16, serde_json::Value) {
+        let mut obj = s.body.clone();
+        obj["metadata"]["uid"] = json!("u-1");
+        obj["metadata"]["resourceVersion"] = json!("7");
+        (201, obj)
+    }
+
+    #[tokio::test]
+    async fn a_new_target_is_read_then_applied_under_our_field_manager_and_waits_for_a_change() {
+        let (client, log) = testing::server(|s| match s.method.as_str() {
+            "GET" => status(404, "NotFound"),
+            _ => applied(s),
+        });
+        let ctx = context(&["--events=false"], client, vec![]);
+        assert_eq!(run(&ctx, "team-a").await.unwrap(), Action::await_change());
+        let seen = testing::requests(&log);
+        assert_eq!(
+            lines(&log),
+            [
+                "GET /api/v1/namespaces/team-a/secrets/regcred",
+                "PATCH /api/v1/namespaces/team-a/secrets/regcred"
+            ]
+        );
+        let apply = &seen[1];
+        assert_eq!(apply.param("fieldManager"), Some("regcred-refresher"));
+        // A create is never forced: a foreign secret made meanwhile makes it conflict.
+        assert_eq!(apply.param("force"), None);
+        assert_eq!(apply.param("dryRun"), None);
+        assert_eq!(apply.body["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(
+            apply.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "regcred-refresher"
+        );
+        assert!(apply.body["data"][".dockerconfigjson"].is_string());
+        assert_eq!(writes(&ctx, "created"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_secret_of_ours_is_applied_with_force_and_its_instance_label() {
+        let (client, log) = testing::server(|s| match s.method.as_str() {
+            "GET" => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                       "metadata": {"name": "regcred", "namespace": "team-a", "uid": "u-1",
+                                    "resourceVersion": "3",
+                                    "labels": {"app.kubernetes.io/managed-by": "regcred-refresher",
+                                               "regcred-refresher.io/instance": "blue"}},
+                       "data": {".dockerconfigjson": "e30="}}),
+            ),
+            _ => applied(s),
+        });
+        let ctx = context(&["--events=false", "--instance=blue"], client, vec![]);
+        assert_eq!(run(&ctx, "team-a").await.unwrap(), Action::await_change());
+        let seen = testing::requests(&log);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1].method, "PATCH");
+        assert_eq!(seen[1].param("force"), Some("true"), "over our own secret");
+        assert_eq!(
+            seen[1].body["metadata"]["labels"]["regcred-refresher.io/instance"],
+            "blue"
+        );
+        assert_eq!(writes(&ctx, "updated"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_a_retry_can_fix_is_an_error_and_backs_off_until_a_success() {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let failing = fail.clone();
+        let (client, _log) = testing::server(move |s| {
+            if failing.load(Ordering::Relaxed) {
+                status(500, "InternalError")
+            } else if s.method == "GET" {
+                status(404, "NotFound")
+            } else {
+                applied(s)
+            }
+        });
+        let ctx = context(&["--events=false"], client, vec![]);
+        let ns = Arc::new(namespace("team-a", &[]));
+        for attempt in 1..=2 {
+            let e = run(&ctx, "team-a").await.unwrap_err();
+            assert!(
+                matches!(&e, ReconcileError::WritesFailed { namespace, failed: 1 } if namespace == "team-a"),
+                "{e}"
+            );
+            let wait = error_policy(ns.clone(), &e, ctx.clone());
+            assert_ne!(wait, Action::await_change(), "attempt {attempt}");
+        }
+        // Two failures in a row: the next would be the third attempt.
+        assert_eq!(ctx.count_failure("team-a"), 3);
+        fail.store(false, Ordering::Relaxed);
+        assert!(run(&ctx, "team-a").await.is_ok());
+        assert_eq!(
+            ctx.count_failure("team-a"),
+            1,
+            "a success resets the backoff"
+        );
+        assert_eq!(writes(&ctx, "failed"), 2);
+    }
+
+    #[tokio::test]
+    async fn what_only_a_change_fixes_is_reported_and_not_retried() {
+        // Forbidden to read, and a secret of that name that is not ours.
+        let (client, log) = testing::server(|s| match s.path.as_str() {
+            "/api/v1/namespaces/team-a/secrets/regcred" => status(403, "Forbidden"),
+            _ => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": "regcred", "namespace": "team-b", "uid": "theirs"}}),
+            ),
+        });
+        let ctx = context(&["--events=false"], client, vec![]);
+        for ns in ["team-a", "team-b"] {
+            assert_eq!(run(&ctx, ns).await.unwrap(), Action::await_change(), "{ns}");
+        }
+        // Neither is written over.
+        assert!(
+            lines(&log).iter().all(|l| l.starts_with("GET ")),
+            "{:?}",
+            lines(&log)
+        );
+        assert_eq!((writes(&ctx, "failed"), writes(&ctx, "conflict")), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn with_nothing_fetched_a_target_costs_no_request() {
+        let (client, _log) = testing::no_server();
+        let state = testing::state(config(YAML, &[]), client);
+        let ctx = Arc::new(Context::new(state, listed(vec![]), vec![], vec![]));
+        assert_eq!(run(&ctx, "team-a").await.unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_namespace_that_is_no_target_loses_our_secret_by_uid_with_prune_only() {
+        let ours = || vec![secret_meta("other", "regcred", "u-ours")];
+        let (client, _log) = testing::no_server();
+        let ctx = context(&[], client, ours());
+        assert_eq!(run(&ctx, "other").await.unwrap(), Action::await_change());
+
+        let (client, log) = testing::server(|_| {
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        });
+        let ctx = context(&["--prune"], client, ours());
+        assert_eq!(run(&ctx, "other").await.unwrap(), Action::await_change());
+        let seen = testing::requests(&log);
+        assert_eq!(
+            lines(&log),
+            ["DELETE /api/v1/namespaces/other/secrets/regcred"]
+        );
+        assert_eq!(seen[0].body["preconditions"]["uid"], "u-ours");
+        assert_eq!(writes(&ctx, "pruned"), 1);
+    }
+}
