@@ -54,6 +54,8 @@ pub struct Config {
     pub force: bool,
     pub write_mode: WriteMode,
     pub concurrency: usize,
+    /// Fraction of a credential's lifetime left at which it is renewed (both modes).
+    pub refresh_margin: f64,
     pub provider_timeout: Duration,
     pub field_manager: String,
     /// Value of the instance label on everything we write.
@@ -221,7 +223,14 @@ impl Config {
                 "use 1 to 128 printable characters (default regcred-refresher)",
             ));
         }
-        let daemon = daemon::settings(&cli.daemon)?;
+        if !(t.refresh_margin > 0.0 && t.refresh_margin < 1.0) {
+            return Err(ConfigError::invalid(
+                "--refresh-margin",
+                &format!("{} is not a fraction between 0 and 1", t.refresh_margin),
+                "use e.g. 0.25 to refresh with a quarter of the lifetime left",
+            ));
+        }
+        let daemon = daemon::settings(&cli.daemon, t.refresh_margin)?;
         let quick = cli.config.is_none();
         let v =
             sections::validate(file).map_err(|e| if quick { quick_flag_field(e) } else { e })?;
@@ -234,6 +243,7 @@ impl Config {
             force: cli.force,
             write_mode,
             concurrency: t.concurrency,
+            refresh_margin: t.refresh_margin,
             provider_timeout: Duration::from_secs(t.provider_timeout),
             field_manager: t.field_manager.clone(),
             instance: t.instance.clone(),

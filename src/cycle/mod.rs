@@ -43,7 +43,7 @@ pub fn plan<'a>(
     creds: impl Fn(&str) -> Option<&'a Credentials>,
     wanted: impl Fn(&str) -> bool,
 ) -> Plan {
-    let margin = config.daemon.policy.margin;
+    let margin = config.refresh_margin;
     let is_static = |n: &str| {
         config
             .sources
