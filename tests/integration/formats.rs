@@ -301,3 +301,167 @@ async fn a_format_that_cannot_hold_the_secrets_sources_is_refused_at_start() {
         );
     }
 }
+
+/// The helm CLI the chart tests install (tests/chart/tools.sh), or `REGCRED_TEST_HELM`.
+fn helm() -> String {
+    std::env::var("REGCRED_TEST_HELM").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap()));
+        let p = format!("{cache}/regcred-refresher/tools/bin/helm");
+        assert!(
+            std::path::Path::new(&p).exists(),
+            "no helm at {p}: run `bash tests/chart/tools.sh` (make test does) or set REGCRED_TEST_HELM"
+        );
+        p
+    })
+}
+
+/// Runs helm with its own config, cache and registry login file in the test's scratch dir.
+async fn run_helm(s: &Scratch, args: &[&str]) -> std::process::Output {
+    let home = s.dir.join("helm-home");
+    std::fs::create_dir_all(&home).unwrap();
+    tokio::process::Command::new(helm())
+        .args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("HELM_REGISTRY_CONFIG", home.join("registry.json"))
+        .output()
+        .await
+        .unwrap()
+}
+
+/// Real clients (issue 24): the Argo CD repository secret's username and password pull a Helm
+/// chart with the real `helm` CLI (`helm pull oci://…`, as Argo CD's repo-server does) from the
+/// world's ECR registry, which checks them as ECR does (tests/fixtures/registry_front.py); a
+/// password the fixture never issued is refused. The basic-auth secret's values authenticate a
+/// Basic request at the same registry.
+#[tokio::test]
+async fn argocd_and_basic_auth_credentials_authenticate_real_clients_at_the_registry() {
+    let (Ok(backend), Ok(host)) = (
+        std::env::var("REGCRED_TEST_REGISTRY_BACKEND"),
+        std::env::var("REGCRED_TEST_ECR_REGISTRY"),
+    ) else {
+        panic!("the world's registries are off (REGCRED_TEST_NODE=0): this test needs them");
+    };
+    let s = Scratch::new().await;
+    let ns = s.namespace("argo-pull", &[], &[]).await;
+    // A chart of its own in the ECR registry's repository space of the backend.
+    let chart = s.dir.join("demo");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    let version = "0.1.0";
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: {}\nversion: {version}\n",
+            unique("demo")
+        ),
+    )
+    .unwrap();
+    let name = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
+    let name = name
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("name: ")
+        .to_string();
+    let pkg = run_helm(
+        &s,
+        &[
+            "package",
+            chart.to_str().unwrap(),
+            "-d",
+            s.dir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(pkg.status.success(), "helm package: {pkg:?}");
+    let tgz = s.dir.join(format!("{name}-{version}.tgz"));
+    let push = run_helm(
+        &s,
+        &[
+            "push",
+            tgz.to_str().unwrap(),
+            &format!("oci://{backend}/{host}/charts"),
+            "--plain-http",
+        ],
+    )
+    .await;
+    assert!(push.status.success(), "helm push: {push:?}");
+
+    let cfg = s.file(
+        "c.yaml",
+        &format!(
+            "registries:\n  - name: ecr\n    ecr: {{ region: us-east-1 }}\nsecrets:\n  - name: ecr-charts\n    registries: [ecr]\n    format: argocd-repository\n  - name: ecr-basic\n    registries: [ecr]\n    format: basic-auth\nnamespaces: {{ include: [{ns}] }}\n"
+        ),
+    );
+    let r = run_bin(&["--once", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let argo = text(&s.secret(&ns, "ecr-charts").await.unwrap());
+    assert_eq!(argo["url"], host);
+    let ca = env("REGCRED_TEST_CA_CERT");
+    let pull = |user: String, pass: String, dest: &'static str| {
+        let url = format!("oci://{}/charts/{name}", argo["url"]);
+        let dest = s.dir.join(dest);
+        let ca = ca.clone();
+        let s = &s;
+        async move {
+            std::fs::create_dir_all(&dest).unwrap();
+            let out = run_helm(
+                s,
+                &[
+                    "pull",
+                    &url,
+                    "--version",
+                    version,
+                    "--username",
+                    &user,
+                    "--password",
+                    &pass,
+                    "--ca-file",
+                    &ca,
+                    "--destination",
+                    dest.to_str().unwrap(),
+                ],
+            )
+            .await;
+            (out, dest)
+        }
+    };
+    let (ok, dest) = pull(argo["username"].clone(), argo["password"].clone(), "ok").await;
+    assert!(
+        ok.status.success(),
+        "helm pull with the Argo CD secret: {ok:?}"
+    );
+    assert!(dest.join(format!("{name}-{version}.tgz")).exists());
+    let (forged, _) = pull("AWS".into(), "bm90LWlzc3VlZA".into(), "forged").await;
+    assert!(
+        !forged.status.success(),
+        "a forged password pulled: {forged:?}"
+    );
+    let err = String::from_utf8_lossy(&forged.stderr);
+    assert!(err.contains("401") || err.contains("nauthorized"), "{err}");
+
+    let basic = text(&s.secret(&ns, "ecr-basic").await.unwrap());
+    let curl = |user: &str, pass: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                &ca,
+                "-u",
+            ])
+            .arg(format!("{user}:{pass}"))
+            .arg(format!("https://{host}/v2/"))
+            .output()
+            .unwrap()
+    };
+    let good = curl(&basic["username"], &basic["password"]);
+    assert_eq!(String::from_utf8_lossy(&good.stdout), "200", "{good:?}");
+    let bad = curl(&basic["username"], "bm90LWlzc3VlZA");
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "401", "{bad:?}");
+}
