@@ -465,3 +465,57 @@ async fn argocd_and_basic_auth_credentials_authenticate_real_clients_at_the_regi
     let bad = curl(&basic["username"], "bm90LWlzc3VlZA");
     assert_eq!(String::from_utf8_lossy(&bad.stdout), "401", "{bad:?}");
 }
+
+/// The daemon serves the formats as it serves the default: a new namespace gets its Argo CD
+/// repository secret, a deleted one is restored, and `status` reads each by its own type.
+#[tokio::test]
+async fn the_daemon_restores_an_argocd_secret_and_status_reads_its_type() {
+    let s = Scratch::new().await;
+    let p = unique("dfmt");
+    let first = s.namespace(&p, &[], &[]).await;
+    let pw = s.file("pw", "daemon-pw\n");
+    let cfg = s.file(
+        "d.yaml",
+        &format!(
+            "registries:\n  - name: quay\n    static: {{ server: quay.io, username: bot, passwordFile: {pw:?} }}\nsecrets:\n  - name: quay-repo\n    registries: [quay]\n    format: argocd-repository\nnamespaces:\n  include: [\"{p}-*\"]\n"
+        ),
+    );
+    let d = DaemonProc::start(&s, &["--config", cfg.to_str().unwrap()], &[]).await;
+    let has = |ns: String| {
+        let s = &s;
+        async move {
+            s.secret(&ns, "quay-repo")
+                .await
+                .is_some_and(|x| label(&x, "argocd.argoproj.io/secret-type") == Some("repository"))
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || has(first.clone())).await,
+        "{}",
+        d.logs()
+    );
+    let second = s.namespace(&p, &[], &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(15), || has(second.clone())).await,
+        "new namespace not served: {}",
+        d.logs()
+    );
+    Api::<Secret>::namespaced(s.client.clone(), &first)
+        .delete("quay-repo", &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || has(first.clone())).await,
+        "deleted secret not restored: {}",
+        d.logs()
+    );
+    let status = run_bin(&["status", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(
+        status.stdout.matches("valid").count(),
+        2,
+        "{}",
+        status.stdout
+    );
+    assert!(!format!("{status:?}{}", d.logs()).contains("daemon-pw"));
+}
