@@ -331,6 +331,83 @@ async fn run_helm(s: &Scratch, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A chart of its own in `host`'s repository space of the world's backend registry:
+/// `oci://host/charts/<name>`, version 0.1.0.
+async fn push_chart(s: &Scratch, backend: &str, host: &str) -> (String, &'static str) {
+    let chart = s.dir.join(unique("chart"));
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    let version = "0.1.0";
+    let name = unique("demo");
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+    )
+    .unwrap();
+    let out_dir = s.dir.join(unique("pkg"));
+    let pkg = run_helm(
+        s,
+        &[
+            "package",
+            chart.to_str().unwrap(),
+            "-d",
+            out_dir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(pkg.status.success(), "helm package: {pkg:?}");
+    let tgz = out_dir.join(format!("{name}-{version}.tgz"));
+    let push = run_helm(
+        s,
+        &[
+            "push",
+            tgz.to_str().unwrap(),
+            &format!("oci://{backend}/{host}/charts"),
+            "--plain-http",
+        ],
+    )
+    .await;
+    assert!(push.status.success(), "helm push: {push:?}");
+    (name, version)
+}
+
+/// `helm pull oci://<url>/charts/<name>` with these credentials into a fresh directory.
+async fn helm_pull(
+    s: &Scratch,
+    url: &str,
+    name: &str,
+    version: &str,
+    user: &str,
+    pass: &str,
+) -> std::process::Output {
+    let dest = s.dir.join(unique("pulled"));
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = run_helm(
+        s,
+        &[
+            "pull",
+            &format!("oci://{url}/charts/{name}"),
+            "--version",
+            version,
+            "--username",
+            user,
+            "--password",
+            pass,
+            "--ca-file",
+            &env("REGCRED_TEST_CA_CERT"),
+            "--destination",
+            dest.to_str().unwrap(),
+        ],
+    )
+    .await;
+    if out.status.success() {
+        assert!(
+            dest.join(format!("{name}-{version}.tgz")).exists(),
+            "{out:?}"
+        );
+    }
+    out
+}
+
 /// Real clients (issue 24): the Argo CD repository secret's username and password pull a Helm
 /// chart with the real `helm` CLI (`helm pull oci://…`, as Argo CD's repo-server does) from the
 /// world's ECR registry, which checks them as ECR does (tests/fixtures/registry_front.py); a
@@ -346,49 +423,7 @@ async fn argocd_and_basic_auth_credentials_authenticate_real_clients_at_the_regi
     };
     let s = Scratch::new().await;
     let ns = s.namespace("argo-pull", &[], &[]).await;
-    // A chart of its own in the ECR registry's repository space of the backend.
-    let chart = s.dir.join("demo");
-    std::fs::create_dir_all(chart.join("templates")).unwrap();
-    let version = "0.1.0";
-    std::fs::write(
-        chart.join("Chart.yaml"),
-        format!(
-            "apiVersion: v2\nname: {}\nversion: {version}\n",
-            unique("demo")
-        ),
-    )
-    .unwrap();
-    let name = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
-    let name = name
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim_start_matches("name: ")
-        .to_string();
-    let pkg = run_helm(
-        &s,
-        &[
-            "package",
-            chart.to_str().unwrap(),
-            "-d",
-            s.dir.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(pkg.status.success(), "helm package: {pkg:?}");
-    let tgz = s.dir.join(format!("{name}-{version}.tgz"));
-    let push = run_helm(
-        &s,
-        &[
-            "push",
-            tgz.to_str().unwrap(),
-            &format!("oci://{backend}/{host}/charts"),
-            "--plain-http",
-        ],
-    )
-    .await;
-    assert!(push.status.success(), "helm push: {push:?}");
-
+    let (name, version) = push_chart(&s, &backend, &host).await;
     let cfg = s.file(
         "c.yaml",
         &format!(
@@ -399,42 +434,20 @@ async fn argocd_and_basic_auth_credentials_authenticate_real_clients_at_the_regi
     assert_eq!(r.code, 0, "{r:?}");
     let argo = text(&s.secret(&ns, "ecr-charts").await.unwrap());
     assert_eq!(argo["url"], host);
-    let ca = env("REGCRED_TEST_CA_CERT");
-    let pull = |user: String, pass: String, dest: &'static str| {
-        let url = format!("oci://{}/charts/{name}", argo["url"]);
-        let dest = s.dir.join(dest);
-        let ca = ca.clone();
-        let s = &s;
-        async move {
-            std::fs::create_dir_all(&dest).unwrap();
-            let out = run_helm(
-                s,
-                &[
-                    "pull",
-                    &url,
-                    "--version",
-                    version,
-                    "--username",
-                    &user,
-                    "--password",
-                    &pass,
-                    "--ca-file",
-                    &ca,
-                    "--destination",
-                    dest.to_str().unwrap(),
-                ],
-            )
-            .await;
-            (out, dest)
-        }
-    };
-    let (ok, dest) = pull(argo["username"].clone(), argo["password"].clone(), "ok").await;
+    let ok = helm_pull(
+        &s,
+        &argo["url"],
+        &name,
+        version,
+        &argo["username"],
+        &argo["password"],
+    )
+    .await;
     assert!(
         ok.status.success(),
         "helm pull with the Argo CD secret: {ok:?}"
     );
-    assert!(dest.join(format!("{name}-{version}.tgz")).exists());
-    let (forged, _) = pull("AWS".into(), "bm90LWlzc3VlZA".into(), "forged").await;
+    let forged = helm_pull(&s, &argo["url"], &name, version, "AWS", "bm90LWlzc3VlZA").await;
     assert!(
         !forged.status.success(),
         "a forged password pulled: {forged:?}"
@@ -442,6 +455,7 @@ async fn argocd_and_basic_auth_credentials_authenticate_real_clients_at_the_regi
     let err = String::from_utf8_lossy(&forged.stderr);
     assert!(err.contains("401") || err.contains("nauthorized"), "{err}");
 
+    let ca = env("REGCRED_TEST_CA_CERT");
     let basic = text(&s.secret(&ns, "ecr-basic").await.unwrap());
     let curl = |user: &str, pass: &str| {
         std::process::Command::new("curl")
@@ -518,4 +532,47 @@ async fn the_daemon_restores_an_argocd_secret_and_status_reads_its_type() {
         status.stdout
     );
     assert!(!format!("{status:?}{}", d.logs()).contains("daemon-pw"));
+}
+
+/// Refused once expired (issue 24 item 3): an Argo CD repository secret for ACR whose refresh
+/// token lives 8 s pulls a chart with `helm` while live and is refused by the registry after.
+#[tokio::test]
+async fn an_argocd_secret_whose_token_expired_is_refused_by_the_registry() {
+    let Ok(backend) = std::env::var("REGCRED_TEST_REGISTRY_BACKEND") else {
+        panic!("the world's registries are off (REGCRED_TEST_NODE=0): this test needs them");
+    };
+    let s = Scratch::new().await;
+    let ns = s.namespace("argo-acr", &[], &[]).await;
+    let host = env("REGCRED_TEST_AZURE_REGISTRY");
+    let (name, version) = push_chart(&s, &backend, &host).await;
+    let (client, secret_file) = super::node_pull::acr_app(&s, 8).await;
+    let cfg = s.file(
+        "c.yaml",
+        &format!(
+            "registries:\n  - name: acr\n    acr: {{ loginServer: {host}, tenantId: {}, clientId: {client}, clientSecretFile: {secret_file:?} }}\nsecrets:\n  - name: acr-charts\n    registries: [acr]\n    format: argocd-repository\nnamespaces: {{ include: [{ns}] }}\n",
+            env("REGCRED_TEST_AZURE_TENANT")
+        ),
+    );
+    let ca = env("REGCRED_TEST_CA_CERT");
+    let r = run_bin(
+        &["--once", "--config", cfg.to_str().unwrap()],
+        &[("SSL_CERT_FILE", &ca)],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let written = std::time::Instant::now();
+    let argo = text(&s.secret(&ns, "acr-charts").await.unwrap());
+    assert_eq!(argo["username"], "00000000-0000-0000-0000-000000000000");
+    let (user, pass) = (&argo["username"], &argo["password"]);
+    let live = helm_pull(&s, &argo["url"], &name, version, user, pass).await;
+    assert!(
+        live.status.success(),
+        "a live refresh token was refused: {live:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(written.elapsed())).await;
+    let lapsed = helm_pull(&s, &argo["url"], &name, version, user, pass).await;
+    assert!(
+        !lapsed.status.success(),
+        "an expired refresh token pulled: {lapsed:?}"
+    );
 }

@@ -340,7 +340,7 @@ async fn google_pods_pull_from_artifact_registry_and_gcr_with_our_secret_and_not
 }
 
 /// An Azure app with AcrPull on the world's registry, whose refresh tokens live `lifetime` s.
-async fn acr_app(s: &Scratch, lifetime: u64) -> (String, String) {
+pub(super) async fn acr_app(s: &Scratch, lifetime: u64) -> (String, String) {
     let client = format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         fastrand::u32(..),
