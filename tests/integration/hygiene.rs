@@ -123,6 +123,12 @@ async fn no_mode_leaks_a_credential_at_trace_level_or_writes_to_disk() {
 secrets:
   - name: hygiene
     registries: [ecr, gar, hub, json]
+  - name: hygiene-argocd
+    registries: [ecr]
+    format: argocd-repository
+  - name: hygiene-basic
+    registries: [hub]
+    format: basic-auth
 namespaces: {{ include: [{ns}] }}
 "#,
             pw_file.display(),
