@@ -95,6 +95,26 @@ fn with_every_source_the_secret_holds_both_and_renews_with_the_earliest() {
 }
 
 #[test]
+fn a_secret_is_renewed_and_expires_with_its_first_token() {
+    let yaml = TWO_SOURCES.replace("registries: [quay, gar]", "registries: [quay, gar, hub]");
+    let yaml = yaml.replacen(
+        "secrets:",
+        "  - name: hub\n    google: { hosts: [us-docker.pkg.dev] }\nsecrets:",
+        1,
+    );
+    let config = config(&yaml, &[]);
+    let quay = static_creds("quay", "quay.io");
+    let short = token("gar", "gcr.io", "ya29.a", Duration::minutes(30));
+    let long = token("hub", "us-docker.pkg.dev", "ya29.b", Duration::hours(12));
+    let p = plan_with(&config, &[&quay, &long, &short], true);
+    let c = p.desired[0].content.as_ref().expect("rendered");
+    assert_eq!(c.expires_at, short.expires_at);
+    let margin = config.daemon.policy.margin;
+    assert_eq!(c.refresh_after, short.refresh_after(margin));
+    assert!(short.refresh_after(margin) < long.refresh_after(margin));
+}
+
+#[test]
 fn a_missing_token_holds_the_secret_back_when_wanted_and_is_only_assessed_when_not() {
     let config = config(TWO_SOURCES, &[]);
     let quay = static_creds("quay", "quay.io");
