@@ -256,6 +256,12 @@ mod tests {
                 }
                 settle().await;
                 assert_eq!(count(), 3);
+                // New credentials and a re-list together: one pass covers both.
+                generation.store(5, Ordering::Relaxed);
+                wake.send(Wake::Refreshed).unwrap();
+                wake.send(Wake::Relisted).unwrap();
+                settle().await;
+                assert_eq!(count(), 4);
                 cancel.cancel();
             };
             tokio::join!(passes, script);
@@ -265,7 +271,7 @@ mod tests {
             while all_rx.try_recv().is_ok() {
                 asked += 1;
             }
-            assert_eq!(asked, 3, "the controller is asked once per pass");
+            assert_eq!(asked, 4, "the controller is asked once per pass");
         }
 
         #[tokio::test(start_paused = true)]
