@@ -122,12 +122,7 @@ impl Passes {
             return None;
         }
         pass.namespaces += 1;
-        let t = crate::cycle::totals_of(std::slice::from_ref(report));
-        pass.totals.created += t.created;
-        pass.totals.updated += t.updated;
-        pass.totals.unchanged += t.unchanged;
-        pass.totals.conflict += t.conflict;
-        pass.totals.failed += t.failed;
+        pass.totals += Totals::of(report);
         Self::finish_if_done(&mut guard)
     }
 
