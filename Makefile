@@ -4,8 +4,9 @@
 #                     minutes, cached in ~/.cache/regcred-refresher), compile the
 #                     tests, then run them inside a fresh world (kube-apiserver +
 #                     kube-controller-manager + etcd + moto behind the cloud fixture +
-#                     Google token fixture, in a network namespace of its own; needs
-#                     root) that is torn down after.
+#                     Google token fixture + a node (kubelet, containerd, registries;
+#                     REGCRED_TEST_NODE=0 leaves it out), in a network namespace of its
+#                     own; needs root) that is torn down after.
 #   make world        start a world in $(WORLD_DIR) for interactive use (enter it
 #                     with: bash tests/testenv/world.sh exec $(WORLD_DIR))
 #   make world-down   stop it
@@ -31,6 +32,7 @@ test-deps:
 	bash tests/testenv/build-k8s.sh >/dev/null
 	bash tests/testenv/setup-venv.sh >/dev/null
 	bash tests/testenv/build-pullproof.sh >/dev/null
+	if [[ "$${REGCRED_TEST_NODE:-1}" != 0 ]]; then bash tests/testenv/build-node.sh >/dev/null; fi
 
 test-fixtures: test-deps
 	$(VENV_PY) -m pytest -q -p no:cacheprovider tests/fixtures

@@ -156,6 +156,11 @@ pub struct Tuning {
     )]
     pub instance: String,
 
+    /// Refresh when this fraction of a credential's lifetime remains (0.25 of a 12 h ECR token:
+    /// 3 h before expiry). Both modes: `--once` renews what reached it, the daemon times it.
+    #[arg(long, env = "REGCRED_REFRESH_MARGIN", default_value_t = 0.25)]
+    pub refresh_margin: f64,
+
     /// Field manager name for server-side apply.
     #[arg(
         long,
@@ -172,11 +177,6 @@ pub struct Daemon {
     /// and earlier when a credential nears its expiry.
     #[arg(long, env = "REGCRED_SCHEDULE", default_value = "0 * * * *")]
     pub schedule: String,
-
-    /// Refresh when this fraction of a credential's lifetime remains (0.25 of a 12 h ECR token:
-    /// 3 h before expiry).
-    #[arg(long, env = "REGCRED_REFRESH_MARGIN", default_value_t = 0.25)]
-    pub refresh_margin: f64,
 
     /// Floor, in seconds, between two refreshes of one source (guards against clock skew and
     /// already-expired tokens).

@@ -3,7 +3,6 @@
 //! made before touching the cluster is made here, so bad input exits 2 with a message that
 //! names the field, the value and the fix.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,19 +11,25 @@ use serde::Deserialize;
 use crate::cli::{Cli, DryRun, QuickEcr};
 use crate::namespaces::NamespaceFilter;
 
-mod azure;
 mod daemon;
-mod environment;
-mod error;
-mod google;
-mod names;
+mod formats;
 mod sections;
-mod sources;
 mod yaml_error;
 
-pub(crate) use azure::is_guid;
-pub(crate) use environment::read_small_file;
-pub use error::ConfigError;
+pub use crate::config_error::ConfigError;
+pub use crate::input::ValueFrom;
+use crate::input::read_small_file;
+use crate::names;
+use crate::sources::RegistryFile;
+pub use crate::sources::acr::{AcrConfig, AzureCredential};
+pub use crate::sources::aws::AssumeRole;
+pub use crate::sources::ecr::EcrConfig;
+use crate::sources::ecr::EcrFile;
+pub use crate::sources::ecr_public::EcrPublicConfig;
+pub use crate::sources::google::GoogleConfig;
+pub use crate::sources::static_creds::StaticConfig;
+pub use crate::sources::{SourceConfig, SourceKind};
+pub use crate::writer::format::{ArgoCd, SecretFormat};
 
 /// What one run does with the secrets it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct Config {
     pub force: bool,
     pub write_mode: WriteMode,
     pub concurrency: usize,
+    /// Fraction of a credential's lifetime left at which it is renewed (both modes).
+    pub refresh_margin: f64,
     pub provider_timeout: Duration,
     pub field_manager: String,
     /// Value of the instance label on everything we write.
@@ -80,101 +87,13 @@ pub struct LeaderConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub name: String,
-    pub kind: SourceKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    Ecr(EcrConfig),
-    EcrPublic(EcrPublicConfig),
-    Google(GoogleConfig),
-    Static(StaticConfig),
-    Acr(AcrConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct EcrConfig {
-    pub region: String,
-    pub account_id: Option<String>,
-    pub assume_role: Option<AssumeRole>,
-}
-
-/// ECR Public (`public.ecr.aws`): no region, its authorization API is in us-east-1 only.
-#[derive(Debug, Clone)]
-pub struct EcrPublicConfig {
-    pub assume_role: Option<AssumeRole>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AssumeRole {
-    pub role_arn: String,
-    pub external_id: Option<String>,
-    pub session_name: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct GoogleConfig {
-    pub hosts: Vec<String>,
-    /// A service-account key file; `None` uses the default chain (GOOGLE_APPLICATION_CREDENTIALS,
-    /// gcloud, metadata server).
-    pub key_file: Option<PathBuf>,
-    /// A workload identity federation configuration (`"type": "external_account"`), from
-    /// `keyFile` or GOOGLE_APPLICATION_CREDENTIALS; when set, `key_file` is `None`.
-    pub external_account: Option<PathBuf>,
-}
-
-/// Azure Container Registry: an Entra token for the client, exchanged at the registry for a
-/// refresh token (the password; its own expiry drives the schedule).
-#[derive(Debug, Clone)]
-pub struct AcrConfig {
-    /// The registry host, lowercased: the secret's key and the exchange's `service`.
-    pub login_server: String,
-    pub tenant_id: String,
-    pub client_id: String,
-    /// Entra's endpoint, without a trailing slash.
-    pub authority: String,
-    /// The registry audience asked of Entra (`<resource>/.default`).
-    pub scope: String,
-    pub credential: AzureCredential,
-}
-
-/// What proves the client to Entra; the file is read at every fetch.
-#[derive(Debug, Clone)]
-pub enum AzureCredential {
-    /// A federated token (Workload Identity: the pod's projected ServiceAccount token).
-    FederatedToken(PathBuf),
-    /// A service principal's client secret.
-    ClientSecret(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub enum StaticConfig {
-    Login {
-        server: String,
-        username: ValueFrom,
-        password: ValueFrom,
-        email: Option<String>,
-    },
-    DockerConfigJson(ValueFrom),
-}
-
-/// Where a static value is read from, at every fetch (mounted Secrets rotate).
-#[derive(Debug, Clone)]
-pub enum ValueFrom {
-    /// Only for usernames: a password never sits in the configuration.
-    Literal(String),
-    File(PathBuf),
-    Env(String),
-}
-
-#[derive(Debug, Clone)]
 pub struct SecretConfig {
     pub name: String,
     pub sources: Vec<String>,
     /// Take over a same-named secret that we did not create.
     pub adopt: bool,
+    /// The shape it is written in, for its consumer.
+    pub format: SecretFormat,
 }
 
 // ---- the file format ----
@@ -194,79 +113,26 @@ pub(crate) struct FileConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RegistryFile {
-    name: String,
-    ecr: Option<EcrFile>,
-    ecr_public: Option<EcrPublicFile>,
-    google: Option<GoogleFile>,
-    #[serde(rename = "static")]
-    static_: Option<StaticFile>,
-    acr: Option<AcrFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AcrFile {
-    login_server: Option<String>,
-    tenant_id: Option<String>,
-    client_id: Option<String>,
-    federated_token_file: Option<PathBuf>,
-    client_secret_file: Option<PathBuf>,
-    authority_host: Option<String>,
-    scope: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct EcrFile {
-    region: String,
-    account_id: Option<String>,
-    role_arn: Option<String>,
-    external_id: Option<String>,
-    session_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct EcrPublicFile {
-    /// Accepted only to be refused with the reason (there is one region), where serde would
-    /// say no more than "unknown field".
-    region: Option<String>,
-    role_arn: Option<String>,
-    external_id: Option<String>,
-    session_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct GoogleFile {
-    #[serde(default)]
-    hosts: Vec<String>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct StaticFile {
-    server: Option<String>,
-    username: Option<String>,
-    username_file: Option<PathBuf>,
-    username_env: Option<String>,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    email: Option<String>,
-    docker_config_json_file: Option<PathBuf>,
-    docker_config_json_env: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SecretFile {
     name: String,
     #[serde(default)]
     registries: Vec<String>,
     #[serde(default)]
     adopt: bool,
+    /// `dockerconfigjson` (default), `basic-auth`, `argocd-repository`, `argocd-repo-creds`.
+    format: Option<String>,
+    argocd: Option<ArgoCdFile>,
+}
+
+/// `secrets[].argocd`: the Argo CD fields of an `argocd-*` format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ArgoCdFile {
+    url: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    project: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,7 +223,14 @@ impl Config {
                 "use 1 to 128 printable characters (default regcred-refresher)",
             ));
         }
-        let daemon = daemon::settings(&cli.daemon)?;
+        if !(t.refresh_margin > 0.0 && t.refresh_margin < 1.0) {
+            return Err(ConfigError::invalid(
+                "--refresh-margin",
+                &format!("{} is not a fraction between 0 and 1", t.refresh_margin),
+                "use e.g. 0.25 to refresh with a quarter of the lifetime left",
+            ));
+        }
+        let daemon = daemon::settings(&cli.daemon, t.refresh_margin)?;
         let quick = cli.config.is_none();
         let v =
             sections::validate(file).map_err(|e| if quick { quick_flag_field(e) } else { e })?;
@@ -370,6 +243,7 @@ impl Config {
             force: cli.force,
             write_mode,
             concurrency: t.concurrency,
+            refresh_margin: t.refresh_margin,
             provider_timeout: Duration::from_secs(t.provider_timeout),
             field_manager: t.field_manager.clone(),
             instance: t.instance.clone(),
@@ -489,15 +363,14 @@ fn from_quick_flags(q: &QuickEcr) -> FileConfig {
                 external_id: None,
                 session_name: None,
             }),
-            ecr_public: None,
-            google: None,
-            static_: None,
-            acr: None,
+            ..Default::default()
         }],
         secrets: vec![SecretFile {
             name: q.secret_name.clone().unwrap_or_else(|| "regcred".into()),
             registries: vec!["ecr".into()],
             adopt: false,
+            format: None,
+            argocd: None,
         }],
         namespaces,
         service_accounts: q.service_accounts.clone(),
@@ -515,9 +388,4 @@ pub(crate) fn closest<'a>(
         .filter(|(s, _)| *s > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
-}
-
-pub(crate) fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut seen = BTreeSet::new();
-    names.into_iter().find(|n| !seen.insert(*n))
 }

@@ -109,7 +109,7 @@ mod tests {
         let doc = crate::dockerconfig::render([("s", &c)]).unwrap();
         let doc_text = String::from_utf8(doc.clone()).unwrap();
         let payload = crate::writer::Payload::new(doc);
-        let (_, token) = crate::providers::aws::decode_token(&base64::Engine::encode(
+        let (_, token) = crate::sources::aws::decode_token(&base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
             format!("AWS:{secret}"),
         ))

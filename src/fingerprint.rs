@@ -5,9 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{
-    AzureCredential, SecretConfig, SourceConfig, SourceKind, StaticConfig, ValueFrom,
-};
+use crate::config::{SecretConfig, SourceConfig};
 
 /// Bumped when the recipe's text changes shape, so an upgrade rewrites every secret once.
 const VERSION: &str = "v1";
@@ -19,9 +17,15 @@ pub fn of_secret(secret: &SecretConfig, sources: &[SourceConfig]) -> String {
         recipe.push_str(name);
         recipe.push('\t');
         match sources.iter().find(|s| &s.name == name).map(|s| &s.kind) {
-            Some(kind) => recipe.push_str(&describe(kind)),
+            Some(kind) => recipe.push_str(&kind.recipe()),
             None => recipe.push_str("undefined"),
         }
+        recipe.push('\n');
+    }
+    // Only for a format other than the default: older secrets keep their fingerprints.
+    let format = secret.format.recipe();
+    if !format.is_empty() {
+        recipe.push_str(&format);
         recipe.push('\n');
     }
     let digest = Sha256::digest(recipe.as_bytes());
@@ -30,87 +34,18 @@ pub fn of_secret(secret: &SecretConfig, sources: &[SourceConfig]) -> String {
 
 /// True when a secret holds credentials that expire, so its renewal time matters.
 pub fn expires(secret: &SecretConfig, sources: &[SourceConfig]) -> bool {
-    secret.sources.iter().any(|n| {
-        sources
-            .iter()
-            .any(|s| &s.name == n && !matches!(s.kind, SourceKind::Static(_)))
-    })
-}
-
-fn describe(kind: &SourceKind) -> String {
-    match kind {
-        SourceKind::Ecr(e) => {
-            let role = e.assume_role.as_ref();
-            format!(
-                "ecr region={} account={} role={} external-id={}",
-                e.region,
-                e.account_id.as_deref().unwrap_or("-"),
-                role.map_or("-", |r| r.role_arn.as_str()),
-                // Whether one is set, never its value.
-                role.is_some_and(|r| r.external_id.is_some()),
-            )
-        }
-        SourceKind::EcrPublic(p) => {
-            let role = p.assume_role.as_ref();
-            format!(
-                "ecr-public role={} external-id={}",
-                role.map_or("-", |r| r.role_arn.as_str()),
-                role.is_some_and(|r| r.external_id.is_some()),
-            )
-        }
-        SourceKind::Google(g) => format!(
-            "google hosts={} key={}{}",
-            g.hosts.join(","),
-            g.key_file.is_some(),
-            // Appended only when set, so the recipes of existing secrets stay as they were.
-            if g.external_account.is_some() {
-                " federation=true"
-            } else {
-                ""
-            }
-        ),
-        SourceKind::Static(StaticConfig::Login {
-            server,
-            username,
-            email,
-            ..
-        }) => format!(
-            "static server={server} username={} email={}",
-            value_from(username),
-            email.as_deref().unwrap_or("-")
-        ),
-        SourceKind::Static(StaticConfig::DockerConfigJson(from)) => {
-            format!("static dockerconfigjson={}", value_from(from))
-        }
-        SourceKind::Acr(a) => format!(
-            "acr server={} tenant={} client={} authority={} scope={} credential={}",
-            a.login_server,
-            a.tenant_id,
-            a.client_id,
-            a.authority,
-            a.scope,
-            match &a.credential {
-                AzureCredential::FederatedToken(_) => "federated-token",
-                AzureCredential::ClientSecret(_) => "client-secret",
-            }
-        ),
-    }
-}
-
-/// Where a value comes from; a literal username is part of the recipe, a file or variable is
-/// named (its content is compared by value when the secret is assessed).
-fn value_from(v: &ValueFrom) -> String {
-    match v {
-        ValueFrom::Literal(s) => format!("literal:{s}"),
-        ValueFrom::File(p) => format!("file:{}", p.display()),
-        ValueFrom::Env(n) => format!("env:{n}"),
-    }
+    secret
+        .sources
+        .iter()
+        .any(|n| sources.iter().any(|s| &s.name == n && s.kind.expires()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AssumeRole, EcrConfig, EcrPublicConfig, GoogleConfig};
+    use crate::config::{
+        AssumeRole, EcrConfig, EcrPublicConfig, GoogleConfig, SourceKind, StaticConfig, ValueFrom,
+    };
 
     fn ecr(name: &str, region: &str) -> SourceConfig {
         SourceConfig {
@@ -136,6 +71,7 @@ mod tests {
 
     fn secret(sources: &[&str]) -> SecretConfig {
         SecretConfig {
+            format: Default::default(),
             name: "regcred".into(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
             adopt: false,

@@ -12,14 +12,14 @@ use crate::credentials::Credentials;
 use crate::cycle::{CycleReport, NamespaceReport, NoCache, Plan, plan, write_namespace};
 use crate::events::Events;
 use crate::namespaces;
-use crate::providers::Provider;
+use crate::sources::Source;
 use crate::writer::decide::Verdict;
 use crate::writer::{LiveSecrets, Writer};
 
 /// The `--once` job: every source fetched, every target written, once.
 pub struct OnceRun {
     config: Config,
-    providers: Vec<Provider>,
+    providers: Vec<Source>,
     writer: Writer,
     client: kube::Client,
     events: Events,
@@ -28,7 +28,7 @@ pub struct OnceRun {
 
 impl OnceRun {
     pub async fn new(config: Config, client: kube::Client) -> Self {
-        let providers = crate::providers::build_all(&config).await;
+        let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
         let writer = Writer::for_config(client.clone(), &config);
         // A dry run or diff changes nothing, so it reports nothing to the namespaces either.
         let events = Events::new(
@@ -62,7 +62,7 @@ impl OnceRun {
             .iter()
             .map(|s| s.name.as_str())
             .collect();
-        let (statics, tokens): (Vec<&Provider>, Vec<&Provider>) =
+        let (statics, tokens): (Vec<&Source>, Vec<&Source>) =
             self.providers.iter().partition(|p| p.is_static());
         // Static values, targets and the live secrets do not depend on each other.
         let (read, resolution, live) = tokio::join!(
@@ -73,7 +73,7 @@ impl OnceRun {
         let mut report = CycleReport::default();
         report.record_fetches(&statics, read);
         let wanted = self.wanted(&report, &resolution, live.as_ref()).await;
-        let (fetch, skip): (Vec<&Provider>, Vec<&Provider>) = tokens.into_iter().partition(|p| {
+        let (fetch, skip): (Vec<&Source>, Vec<&Source>) = tokens.into_iter().partition(|p| {
             self.config
                 .secrets
                 .iter()

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::config::Config;
 use crate::writer::{
     EXPIRES_ANNOTATION, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, REFRESH_AFTER_ANNOTATION,
-    SECRET_TYPE, SOURCES_ANNOTATION, Writer,
+    SOURCES_ANNOTATION, Writer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +88,17 @@ pub async fn read(
     let now = Utc::now();
     let mut rows = Vec::new();
     for ns in &resolution.targets {
-        for name in &names {
-            let found = writer.live_secret(ns, name, live.as_ref()).await?;
-            rows.push(row(ns, name, found.as_ref(), &config.instance, now));
+        for secret in &config.secrets {
+            let found = writer.live_secret(ns, &secret.name, live.as_ref()).await?;
+            let want = secret.format.secret_type();
+            rows.push(row(
+                ns,
+                &secret.name,
+                want,
+                found.as_ref(),
+                &config.instance,
+                now,
+            ));
         }
     }
     Ok(rows)
@@ -100,6 +108,7 @@ pub async fn read(
 pub fn row(
     namespace: &str,
     secret: &str,
+    secret_type: &str,
     found: Option<&Secret>,
     instance: &str,
     now: DateTime<Utc>,
@@ -118,7 +127,7 @@ pub fn row(
         Some(_) if labels.get(INSTANCE_LABEL).map(String::as_str) != Some(instance) => {
             State::OtherInstance(labels.get(INSTANCE_LABEL).cloned().unwrap_or_default())
         }
-        Some(s) if s.type_.as_deref() != Some(SECRET_TYPE) => {
+        Some(s) if s.type_.as_deref() != Some(secret_type) => {
             State::WrongType(s.type_.clone().unwrap_or_else(|| "Opaque".into()))
         }
         Some(_) if expires_at.is_some_and(|e| e <= now) => State::Expired,
@@ -231,6 +240,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+    use crate::writer::SECRET_TYPE;
 
     fn secret(labels: &[(&str, &str)], annotations: &[(&str, &str)], type_: &str) -> Secret {
         let map = |kv: &[(&str, &str)]| {
@@ -269,7 +279,7 @@ mod tests {
                 SECRET_TYPE,
             )
         };
-        let state = |s: Option<&Secret>| row("ns", "regcred", s, "default", now).state;
+        let state = |s: Option<&Secret>| row("ns", "regcred", SECRET_TYPE, s, "default", now).state;
         assert_eq!(
             state(Some(&times("2026-12-01T20:00:00Z", "2026-12-01T17:00:00Z"))),
             State::Valid
@@ -301,6 +311,7 @@ mod tests {
         let r = row(
             "ns",
             "regcred",
+            SECRET_TYPE,
             Some(&times("2026-12-01T20:00:00Z", "2026-12-01T17:00:00Z")),
             "default",
             now,
@@ -327,10 +338,16 @@ mod tests {
             .to_utc();
         let forged = "ecr\nteam-b  regcred  valid  ecr\u{1b}[2K\r\t\u{7f}\u{9b}\u{202e}";
         let ours = secret(&OURS, &[(SOURCES_ANNOTATION, forged)], SECRET_TYPE);
-        let r = row("ns", "regcred", Some(&ours), "default", now);
+        let r = row("ns", "regcred", SECRET_TYPE, Some(&ours), "default", now);
         assert_eq!(r.sources, forged, "the row keeps the value as found");
         let wrong = secret(&OURS, &[], "x\u{1b}]0;t\u{7}");
-        let table = render(&[r, row("ns", "other", Some(&wrong), "default", now)], now);
+        let table = render(
+            &[
+                r,
+                row("ns", "other", SECRET_TYPE, Some(&wrong), "default", now),
+            ],
+            now,
+        );
         assert_eq!(table.lines().count(), 3, "{table:?}");
         assert!(
             !table.chars().any(|c| c.is_control() && c != '\n'),

@@ -18,6 +18,7 @@ pub mod decide;
 mod desired;
 mod echo;
 mod error;
+pub mod format;
 mod service_accounts;
 
 pub use desired::{Content, DesiredSecret, Payload};
@@ -85,12 +86,7 @@ fn reduce(s: &mut Secret) {
         // Only its presence matters: it is removed on the next write.
         last.clear();
     }
-    if let Some(data) = s.data.as_mut() {
-        data.retain(|k, _| k == DATA_KEY);
-        if let Some(doc) = data.get_mut(DATA_KEY) {
-            doc.0 = crate::dockerconfig::reduce(&doc.0);
-        }
-    }
+    format::SecretFormat::reduce_live(s);
 }
 
 /// Secrets per page of a list: bounds the size of one response.
@@ -287,6 +283,7 @@ impl Writer {
                     namespace: ns,
                     secret: name,
                     found,
+                    want: desired.format.secret_type(),
                 });
             }
             decide::Verdict::Immutable => {
@@ -365,6 +362,7 @@ mod tests {
     fn desired(payload: &[u8]) -> DesiredSecret {
         let exp = DateTime::from_timestamp(1_900_000_000, 0);
         DesiredSecret {
+            format: Default::default(),
             name: "regcred".into(),
             sources: vec!["a".into(), "b".into()],
             adopt: false,

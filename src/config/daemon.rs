@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use super::environment;
-use super::error::{Checked, ConfigError};
-use super::names::{dns_label, dns_subdomain};
 use super::{DaemonConfig, LeaderConfig};
+use crate::config_error::{Checked, ConfigError};
+use crate::input as environment;
+use crate::names::{dns_label, dns_subdomain};
 
-pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
+/// `margin`: the renewal margin, checked with the flags both modes read.
+pub(super) fn settings(d: &crate::cli::Daemon, margin: f64) -> Checked<DaemonConfig> {
     let cron = crate::schedule::parse_cron(&d.schedule).map_err(|e| {
         ConfigError::invalid(
             "--schedule",
@@ -16,13 +17,6 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
             "use minute hour day-of-month month day-of-week in UTC, e.g. \"0 * * * *\"",
         )
     })?;
-    if !(d.refresh_margin > 0.0 && d.refresh_margin < 1.0) {
-        return Err(ConfigError::invalid(
-            "--refresh-margin",
-            &format!("{} is not a fraction between 0 and 1", d.refresh_margin),
-            "use e.g. 0.25 to refresh with a quarter of the lifetime left",
-        ));
-    }
     if d.min_refresh_interval == 0
         || d.max_backoff == 0
         || d.max_backoff < d.min_refresh_interval.min(5)
@@ -91,7 +85,7 @@ pub(super) fn settings(d: &crate::cli::Daemon) -> Checked<DaemonConfig> {
     Ok(DaemonConfig {
         policy: crate::schedule::Policy {
             cron,
-            margin: d.refresh_margin,
+            margin,
             min_interval: Duration::from_secs(d.min_refresh_interval),
             max_backoff: Duration::from_secs(d.max_backoff),
             base_backoff: Duration::from_secs(1),

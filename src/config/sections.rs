@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use super::error::{Checked, ConfigError};
-use super::names::dns_subdomain;
-use super::sources::source;
-use super::{
-    FileConfig, SecretConfig, SourceConfig, SourceKind, StaticConfig, closest, duplicates,
-};
+use super::{FileConfig, SecretConfig, SourceConfig, closest};
+use crate::config_error::{Checked, ConfigError};
 use crate::dockerconfig::registry_key;
+use crate::names::{dns_subdomain, duplicates};
 use crate::namespaces::NamespaceFilter;
+use crate::sources::check as source;
 
 #[derive(Debug)]
 pub(super) struct Validated {
@@ -81,10 +79,13 @@ pub(super) fn validate(f: FileConfig) -> Checked<Validated> {
             ));
         }
         one_source_per_host(&format!("{field}.registries"), &s.registries, &sources)?;
+        let format =
+            super::formats::secret_format(&field, s.format, s.argocd, &s.registries, &sources)?;
         secrets.push(SecretConfig {
             name: s.name,
             sources: s.registries,
             adopt: s.adopt,
+            format,
         });
     }
     if let Some(dup) = duplicates(secrets.iter().map(|s| s.name.as_str())) {
@@ -134,18 +135,7 @@ fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) 
         let Some(src) = sources.iter().find(|s| &s.name == name) else {
             continue;
         };
-        let hosts: Vec<String> = match &src.kind {
-            SourceKind::Google(g) => g.hosts.clone(),
-            SourceKind::Static(StaticConfig::Login { server, .. }) => vec![server.clone()],
-            SourceKind::Static(StaticConfig::DockerConfigJson(_)) => vec![],
-            SourceKind::Acr(a) => vec![a.login_server.clone()],
-            SourceKind::Ecr(e) => e
-                .account_id
-                .iter()
-                .map(|a| format!("{a}.dkr.ecr.{}.amazonaws.com", e.region))
-                .collect(),
-            SourceKind::EcrPublic(_) => vec![crate::providers::ecr_public::REGISTRY.to_string()],
-        };
+        let hosts = src.kind.known_hosts();
         for h in hosts {
             let key = registry_key(&h);
             if let Some(first) = owner.insert(key.clone(), name) {
@@ -165,7 +155,7 @@ fn one_source_per_host(field: &str, names: &[String], sources: &[SourceConfig]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_text;
+    use crate::config::{SourceKind, StaticConfig, parse_text};
 
     fn check(yaml: &str) -> Result<Validated, String> {
         let f = parse_text(yaml)?;

@@ -43,7 +43,7 @@ pub fn plan<'a>(
     creds: impl Fn(&str) -> Option<&'a Credentials>,
     wanted: impl Fn(&str) -> bool,
 ) -> Plan {
-    let margin = config.daemon.policy.margin;
+    let margin = config.refresh_margin;
     let is_static = |n: &str| {
         config
             .sources
@@ -92,6 +92,18 @@ pub fn plan<'a>(
             let len = c.as_ref()?.payload.bytes().len();
             (len > SECRET_DATA_LIMIT).then_some(len)
         });
+        // A one-credential shape of more than one host (an ECR source without accountId is
+        // known only now): blocked like a render that failed.
+        let unfit = rendered
+            .as_ref()
+            .ok()
+            .and_then(|(_, c)| s.format.data(c.as_ref()?.payload.bytes()).err());
+        if let Some(e) = unfit {
+            warn!(secret = %s.name, error = %e, "cannot render secret");
+            p.blocked
+                .push((s.name.clone(), format!("{} ({e})", s.sources.join(","))));
+            continue;
+        }
         if let Some(len) = too_big {
             warn!(secret = %s.name, bytes = len, "rendered secret too large");
             p.blocked.push((
@@ -105,12 +117,13 @@ pub fn plan<'a>(
         }
         match rendered {
             Ok((pinned, content)) => p.desired.push(DesiredSecret {
+                pinned: s.format.pinned(pinned),
+                format: s.format.clone(),
                 name: s.name.clone(),
                 sources: s.sources.clone(),
                 adopt: s.adopt,
                 fingerprint: fingerprint::of_secret(s, &config.sources),
                 expires: fingerprint::expires(s, &config.sources),
-                pinned,
                 content,
             }),
             Err(e) => {

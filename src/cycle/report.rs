@@ -9,12 +9,12 @@ use super::NamespaceReport;
 use crate::config::WriteMode;
 use crate::credentials::Credentials;
 use crate::namespaces::Decision;
-use crate::providers::{Provider, ProviderError};
+use crate::sources::{Source, SourceError};
 use crate::writer::{SaOutcome, SecretOutcome, WriteError};
 
 #[derive(Debug, Default)]
 pub struct CycleReport {
-    pub sources: Vec<(String, Result<Credentials, ProviderError>)>,
+    pub sources: Vec<(String, Result<Credentials, SourceError>)>,
     /// Token sources not fetched because every target of theirs is fresh.
     pub not_needed: Vec<String>,
     pub namespaces: Vec<NamespaceReport>,
@@ -92,8 +92,8 @@ pub fn conflict_note(secret: &str) -> String {
 impl CycleReport {
     pub(crate) fn record_fetches(
         &mut self,
-        providers: &[&Provider],
-        results: Vec<Result<Credentials, ProviderError>>,
+        providers: &[&Source],
+        results: Vec<Result<Credentials, SourceError>>,
     ) {
         for (p, r) in providers.iter().zip(results) {
             if let Err(e) = &r {

@@ -87,10 +87,7 @@ fn with_every_source_the_secret_holds_both_and_renews_with_the_earliest() {
     assert_eq!(hosts, ["gcr.io", "quay.io"]);
     // The static source never expires: the token decides both times.
     assert_eq!(c.expires_at, gar.expires_at);
-    assert_eq!(
-        c.refresh_after,
-        gar.refresh_after(config.daemon.policy.margin)
-    );
+    assert_eq!(c.refresh_after, gar.refresh_after(config.refresh_margin));
     // Only the static registry is pinned (compared in every namespace).
     assert_eq!(d.pinned.keys().collect::<Vec<_>>(), ["quay.io"]);
 }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::events::Events;
 use crate::metrics::{Metrics, SourceLabel};
-use crate::providers::Provider;
+use crate::sources::Source;
 use crate::writer::Writer;
 
 mod controller;
@@ -54,7 +54,7 @@ pub struct DaemonState {
     watch_client: kube::Client,
     /// Shared with the watches, which skip the echo of its writes.
     writer: Arc<Writer>,
-    providers: Vec<Provider>,
+    providers: Vec<Source>,
     creds: RwLock<CachedCredentials>,
     pub metrics: Metrics,
     readiness: Readiness,
@@ -75,7 +75,7 @@ impl DaemonState {
         client: kube::Client,
         watch_client: kube::Client,
     ) -> Arc<Self> {
-        let providers = crate::providers::build_all(&config).await;
+        let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
         Arc::new(Self::with_providers(
             config,
             client,
@@ -88,7 +88,7 @@ impl DaemonState {
         config: Config,
         client: kube::Client,
         watch_client: kube::Client,
-        providers: Vec<Provider>,
+        providers: Vec<Source>,
     ) -> Self {
         let writer = Arc::new(Writer::for_config(client.clone(), &config));
         let events = Events::new(&client, config.daemon.events);

@@ -10,21 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::credentials::Credentials;
-use crate::providers::ProviderError;
 use crate::schedule::{self, Policy, Reason};
+use crate::sources::SourceError;
 
 /// Runs until `cancel`. `now` and `jitter` are injected so tests can run it on a paused clock.
 pub async fn refresh_loop<F, Fut>(
     name: &str,
     policy: &Policy,
     mut fetch: F,
-    mut on_result: impl FnMut(Result<Credentials, &ProviderError>),
+    mut on_result: impl FnMut(Result<Credentials, &SourceError>),
     now: impl Fn() -> DateTime<Utc>,
     jitter: impl Fn() -> f64,
     cancel: CancellationToken,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Credentials, ProviderError>>,
+    Fut: Future<Output = Result<Credentials, SourceError>>,
 {
     let mut failures: u32 = 0;
     loop {
@@ -101,7 +101,7 @@ mod tests {
         script: Script,
         calls: Arc<Mutex<Vec<Duration>>>,
         now: impl Fn() -> DateTime<Utc> + Clone,
-    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Credentials, ProviderError>> + Send>>
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<Credentials, SourceError>> + Send>>
     {
         let start = tokio::time::Instant::now();
         move || {
@@ -119,7 +119,7 @@ mod tests {
                         expires_at: Some(now + chrono::Duration::seconds(life)),
                         issued_at: now,
                     }),
-                    Err(()) => Err(ProviderError::Timeout {
+                    Err(()) => Err(SourceError::Timeout {
                         source_name: "s".into(),
                         after: Duration::from_secs(1),
                     }),

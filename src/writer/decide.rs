@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::dockerconfig;
 
 use super::{
-    DATA_KEY, DesiredSecret, EXPIRES_ANNOTATION, FINGERPRINT_ANNOTATION, INSTANCE_LABEL,
+    DesiredSecret, EXPIRES_ANNOTATION, FINGERPRINT_ANNOTATION, INSTANCE_LABEL,
     LAST_APPLIED_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, OUR_PREFIX, REFRESH_AFTER_ANNOTATION,
-    SECRET_TYPE, SOURCES_ANNOTATION,
+    SOURCES_ANNOTATION,
 };
 
 /// Why a reason is "due": the credentials reached the renewal margin.
@@ -55,7 +55,7 @@ pub fn verdict(
         return Verdict::Foreign;
     }
     let found = cur.type_.clone().unwrap_or_else(|| "Opaque".into());
-    if found != SECRET_TYPE {
+    if found != desired.format.secret_type() {
         return Verdict::WrongType(found);
     }
     if cur.immutable == Some(true) {
@@ -76,13 +76,11 @@ pub fn verdict(
     if due {
         why.push(DUE.to_string());
     }
-    let live_auths = dockerconfig::auths_of(
-        cur.data
-            .as_ref()
-            .and_then(|d| d.get(DATA_KEY))
-            .map(|b| b.0.as_slice())
-            .unwrap_or_default(),
-    );
+    let live_auths = cur
+        .data
+        .as_ref()
+        .map(|d| desired.format.view(d))
+        .unwrap_or_default();
     // Values the user handed us are compared as they are: a rotated password must land.
     for (host, entry) in &desired.pinned {
         match live_auths.get(host) {
@@ -94,7 +92,7 @@ pub fn verdict(
         }
     }
     if let Some(content) = &desired.content {
-        let want = dockerconfig::auths_of(content.payload.bytes());
+        let want = desired.format.desired_view(content.payload.bytes());
         for (host, entry) in &want {
             match live_auths.get(host) {
                 None if !desired.pinned.contains_key(host) => {
@@ -176,6 +174,7 @@ mod tests {
 
     fn desired(payload: &str, expires_at: Option<DateTime<Utc>>) -> DesiredSecret {
         DesiredSecret {
+            format: Default::default(),
             name: "regcred".into(),
             sources: vec!["ecr".into()],
             adopt: false,

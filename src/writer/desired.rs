@@ -6,14 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use zeroize::Zeroizing;
 
+use super::format::SecretFormat;
 use super::{
-    DATA_KEY, EXPIRES_ANNOTATION, FINGERPRINT_ANNOTATION, INSTANCE_LABEL, MANAGED_BY,
-    MANAGED_BY_LABEL, REFRESH_AFTER_ANNOTATION, SECRET_TYPE, SOURCES_ANNOTATION,
+    EXPIRES_ANNOTATION, FINGERPRINT_ANNOTATION, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    REFRESH_AFTER_ANNOTATION, SOURCES_ANNOTATION,
 };
 
 /// The rendered `.dockerconfigjson`: zeroized on drop, never printed by `Debug`.
@@ -51,6 +51,8 @@ pub struct DesiredSecret {
     pub pinned: BTreeMap<String, serde_json::Value>,
     /// `None` when the tokens were not fetched because no target needed them.
     pub content: Option<Content>,
+    /// The shape it is written in.
+    pub format: SecretFormat,
 }
 
 /// The rendered credentials of one secret.
@@ -79,11 +81,13 @@ impl DesiredSecret {
     }
 
     pub(super) fn labels(&self, instance: &str) -> BTreeMap<String, String> {
-        [
+        let mut l: BTreeMap<String, String> = [
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
             (INSTANCE_LABEL.to_string(), instance.to_string()),
         ]
-        .into()
+        .into();
+        l.extend(self.format.labels());
+        l
     }
 
     fn annotations(&self) -> BTreeMap<String, String> {
@@ -114,11 +118,12 @@ impl DesiredSecret {
                 annotations: Some(self.annotations()),
                 ..Default::default()
             },
-            type_: Some(SECRET_TYPE.to_string()),
+            type_: Some(self.format.secret_type().to_string()),
+            // The plan rendered this shape once already and blocked the secret if it failed.
             data: self
                 .content
                 .as_ref()
-                .map(|c| [(DATA_KEY.to_string(), ByteString(c.payload.bytes().to_vec()))].into()),
+                .map(|c| self.format.data(c.payload.bytes()).unwrap_or_default()),
             ..Default::default()
         }
     }

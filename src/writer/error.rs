@@ -1,8 +1,6 @@
 //! Why a write failed, in words that name the secret and the fix, and whether trying again
 //! soon can help.
 
-use super::SECRET_TYPE;
-
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(
@@ -15,12 +13,13 @@ pub enum WriteError {
         message: String,
     },
     #[error(
-        "secret {namespace}/{secret} has type {found:?}, not {SECRET_TYPE}; the type is immutable: fix: delete that secret or configure another name"
+        "secret {namespace}/{secret} has type {found:?}, not {want}; the type is immutable: fix: delete that secret or configure another name"
     )]
     WrongType {
         namespace: String,
         secret: String,
         found: String,
+        want: &'static str,
     },
     #[error(
         "secret {namespace}/{secret} is immutable (immutable: true), so its credentials can never be renewed; fix: delete it (it is written again, mutable) or configure another name"

@@ -547,7 +547,7 @@ async fn a_conflict_is_reported_as_a_kubernetes_event_on_the_secret() {
 async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
     let s = Scratch::new().await;
     let ns = s.namespace("dev", &[], &[]).await;
-    // The refresher's own Pod (it never runs here: there is no kubelet; the object suffices).
+    // The refresher's own Pod (its image never pulls, from example.invalid: the object suffices).
     // Pods need their ServiceAccount (admission): the controller's `default`.
     default_service_account(&s.client, &ns).await;
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
@@ -559,14 +559,14 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
         .create(&PostParams::default(), &pod)
         .await
         .unwrap();
-    // A mounted document that is not one: a failure only a fetch sees (a blank password is
-    // refused at start instead).
-    let broken = s.file("broken-dockerconfigjson", "{ not json");
+    // A token endpoint that does not answer: a failure only a fetch sees (a broken mounted
+    // document or a blank password is refused at start instead).
+    let dead = google_key_via(&s, &format!("http://{}", free_port())).await;
     let cfg = s.file(
         "ev.yaml",
         &format!(
-            "registries:\n  - name: quay\n    static: {{ dockerConfigJsonFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces:\n  include: [\"{ns}\"]\n",
-            broken.display()
+            "registries:\n  - name: gar\n    google: {{ hosts: [gcr.io], keyFile: {} }}\nsecrets:\n  - name: regcred\n    registries: [gar]\nnamespaces:\n  include: [\"{ns}\"]\n",
+            dead.display()
         ),
     );
     let d = DaemonProc::start(
@@ -587,13 +587,13 @@ async fn a_failing_source_is_reported_as_an_event_on_the_refreshers_pod() {
                 e.reason.as_deref() == Some("RefreshFailed")
                     && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod")
                     && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("refresher-0")
-                    && e.note.as_deref().is_some_and(|n| n.contains("source quay"))
+                    && e.note.as_deref().is_some_and(|n| n.contains("source gar"))
             })
     })
     .await;
     assert!(found, "no RefreshFailed event on the pod: {}", d.logs());
     assert_eq!(
-        d.metric("regcred_refreshes_total{source=\"quay\",result=\"static_parse\"}")
+        d.metric("regcred_refreshes_total{source=\"gar\",result=\"google\"}")
             .await
             .map(|v| v >= 1.0),
         Some(true)

@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use regcred_refresher::config::{EcrConfig, GoogleConfig, SourceConfig, SourceKind};
-use regcred_refresher::providers::Provider;
+use regcred_refresher::sources::Source;
 
 use super::common::*;
 
@@ -59,7 +59,7 @@ async fn restricted_identity_is_forbidden() {
 #[tokio::test]
 async fn moto_gives_an_ecr_token_and_the_fixture_a_google_token() {
     let timeout = Duration::from_secs(20);
-    let ecr = Provider::new(
+    let ecr = Source::new(
         &SourceConfig {
             name: "ecr".into(),
             kind: SourceKind::Ecr(EcrConfig {
@@ -80,7 +80,7 @@ async fn moto_gives_an_ecr_token_and_the_fixture_a_google_token() {
     assert_eq!(c.entries[0].username, "AWS");
     assert!(!c.entries[0].password().is_empty());
 
-    let google = Provider::new(
+    let google = Source::new(
         &SourceConfig {
             name: "gar".into(),
             kind: SourceKind::Google(GoogleConfig {

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Builds (once) the kube-apiserver, kube-controller-manager and etcd binaries the
-# test world runs, and prints the directory that holds them as the LAST line of stdout.
+# Builds (once) the Kubernetes binaries the test world runs (kube-apiserver,
+# kube-controller-manager, etcd; for its node: kubelet, kube-scheduler, kube-proxy), and
+# prints the directory that holds them as the LAST line of stdout.
 #
 #   bash tests/testenv/build-k8s.sh          # build if missing, print bin dir
 #   bash tests/testenv/build-k8s.sh --regen  # rewrite gomod/*/go.mod from versions.env
 #
-# - If $KUBEBUILDER_ASSETS is set and holds executable kube-apiserver,
-#   kube-controller-manager and etcd, that directory is used as is (nothing is
-#   built; envtest's assets lack kube-controller-manager, so they are not enough).
+# - If $KUBEBUILDER_ASSETS is set and holds all six executables, that directory is
+#   used as is (nothing is built; envtest's assets lack kube-controller-manager and the
+#   node's binaries, so they are not enough).
 # - Otherwise the binaries go to
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/k8s-$K8S_VERSION/bin and are
 #   reused on later runs. Build logs: .../k8s-$K8S_VERSION/build.log.
 # - Sources: tests/testenv/gomod/kube-apiserver (requires k8s.io/kubernetes
 #   v$K8S_VERSION, every k8s.io staging module replaced by v0.<minor>.<patch>;
-#   tools cmd/kube-apiserver and cmd/kube-controller-manager, one module build) and
+#   tools cmd/kube-apiserver, cmd/kube-controller-manager, cmd/kubelet,
+#   cmd/kube-scheduler and cmd/kube-proxy, one module build) and
 #   tests/testenv/gomod/etcd (go.etcd.io/etcd/server/v3 v$ETCD_VERSION). Their
 #   go.mod/go.sum are committed, so a build is reproducible; modules come from
 #   the Go module proxy into the default GOMODCACHE.
@@ -29,6 +31,9 @@ die() { log "ERROR: $*"; exit 1; }
 K8S_MINOR="${K8S_VERSION#*.}"          # 37.2
 STAGING_VERSION="v0.${K8S_MINOR}"       # v0.37.2
 KAS_MOD="$HERE/gomod/kube-apiserver"
+# The tools of that module, in build order (the node's last: they reuse the build cache).
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-proxy kube-scheduler kubelet)
+ALL_BINS=(etcd "${K8S_TOOLS[@]}")
 ETCD_MOD="$HERE/gomod/etcd"
 
 regen() {
@@ -54,7 +59,9 @@ regen() {
       grep '^godebug' "$kmod"
       echo
     fi
-    printf 'tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n'
+    printf 'tool (\n'
+    printf '\tk8s.io/kubernetes/cmd/%s\n' "${K8S_TOOLS[@]}"
+    printf ')\n'
     echo
     echo "require k8s.io/kubernetes v$K8S_VERSION"
     echo
@@ -77,14 +84,19 @@ if [[ "${1:-}" == "--regen" ]]; then
   exit 0
 fi
 
+all_in() { # DIR: holds every binary
+  local b
+  for b in "${ALL_BINS[@]}"; do [[ -x "$1/$b" ]] || return 1; done
+}
+
 # 1. Prebuilt assets supplied by the caller.
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  if [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/kube-controller-manager" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
+  if all_in "$KUBEBUILDER_ASSETS"; then
     log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
     printf '%s\n' "$KUBEBUILDER_ASSETS"
     exit 0
   fi
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver, kube-controller-manager or etcd; building instead"
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks one of ${ALL_BINS[*]}; building instead"
 fi
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/k8s-$K8S_VERSION"
@@ -92,7 +104,7 @@ BIN="$CACHE_ROOT/bin"
 LOGFILE="$CACHE_ROOT/build.log"
 mkdir -p "$BIN"
 
-have_all() { [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/etcd" ]]; }
+have_all() { all_in "$BIN"; }
 
 if have_all; then
   log "cached: $BIN"
@@ -105,8 +117,10 @@ grep -qE "^(require)?[[:space:]]*k8s\.io/kubernetes v${K8S_VERSION//./\\.}( //.*
   || die "$KAS_MOD/go.mod does not require k8s.io/kubernetes v$K8S_VERSION; run: bash $0 --regen"
 grep -qE "k8s\.io/api => k8s\.io/api ${STAGING_VERSION//./\\.}\$" "$KAS_MOD/go.mod" \
   || die "$KAS_MOD/go.mod does not pin staging modules at $STAGING_VERSION; run: bash $0 --regen"
-grep -qE "^[[:space:]]*(tool[[:space:]]+)?k8s\.io/kubernetes/cmd/kube-controller-manager\$" "$KAS_MOD/go.mod" \
-  || die "$KAS_MOD/go.mod does not list the tool cmd/kube-controller-manager; run: bash $0 --regen"
+for t in "${K8S_TOOLS[@]}"; do
+  grep -qE "^[[:space:]]*(tool[[:space:]]+)?k8s\.io/kubernetes/cmd/$t\$" "$KAS_MOD/go.mod" \
+    || die "$KAS_MOD/go.mod does not list the tool cmd/$t; run: bash $0 --regen"
+done
 grep -qE "^(require)?[[:space:]]*go\.etcd\.io/etcd/server/v3 v${ETCD_VERSION//./\\.}( //.*)?\$" "$ETCD_MOD/go.mod" \
   || die "$ETCD_MOD/go.mod does not require etcd server v$ETCD_VERSION; run: bash $0 --regen"
 
@@ -164,9 +178,10 @@ K8S_MINOR_ONLY="${K8S_MINOR%%.*}"
 VPKG=k8s.io/component-base/version
 build_one etcd "$ETCD_MOD" . ""
 VFLAGS="-X $VPKG.gitVersion=v$K8S_VERSION -X $VPKG.gitMajor=$K8S_MAJOR -X $VPKG.gitMinor=$K8S_MINOR_ONLY -X $VPKG.gitTreeState=clean"
-build_one kube-apiserver "$KAS_MOD" k8s.io/kubernetes/cmd/kube-apiserver "$VFLAGS"
-# Same module, same build cache: most packages are shared with kube-apiserver.
-build_one kube-controller-manager "$KAS_MOD" k8s.io/kubernetes/cmd/kube-controller-manager "$VFLAGS"
+# One module, one build cache: after kube-apiserver most packages are shared.
+for t in "${K8S_TOOLS[@]}"; do
+  build_one "$t" "$KAS_MOD" "k8s.io/kubernetes/cmd/$t" "$VFLAGS"
+done
 
 have_all || die "binaries missing after build in $BIN"
 log "done: $BIN"

@@ -31,12 +31,14 @@
 # 443 (TLS; control 4443), IMDS + GKE metadata 169.254.169.254:80, Pod Identity
 # agent 169.254.170.23:80.
 #
-# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd;
-# honours KUBEBUILDER_ASSETS) and tests/testenv/setup-venv.sh (moto, cryptography).
+# Binaries: tests/testenv/build-k8s.sh (kube-apiserver, kube-controller-manager, etcd, and
+# the node's kubelet, kube-scheduler, kube-proxy; honours KUBEBUILDER_ASSETS),
+# tests/testenv/setup-venv.sh (moto, cryptography), and for the node build-node.sh
+# (containerd, CoreDNS, CNI, busybox, pause) and build-pullproof.sh (crane, registry).
 # Both build/install on first use and are cached under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/regcred-refresher/.
 #
-# Quirks of this world (no scheduler, no kubelet: no Pod ever runs):
+# Quirks of this world (one node, tests/testenv/node.sh; REGCRED_TEST_NODE=0: none, no Pod runs):
 # - kube-controller-manager runs the serviceaccount, serviceaccount-token,
 #   root-ca-cert-publisher, namespace and garbagecollector controllers only. A new
 #   namespace gets its `default` ServiceAccount and kube-root-ca.crt ConfigMap a
@@ -54,6 +56,8 @@ REPO="$(cd "$HERE/../.." && pwd)"
 SELF="$HERE/world.sh"
 # shellcheck source=versions.env
 source "$HERE/versions.env"
+# shellcheck source=node.sh
+source "$HERE/node.sh"
 
 log() { printf '[world] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -94,7 +98,15 @@ netns_create() {
     "127.0.0.1 localhost" \
     "::1 localhost ip6-localhost ip6-loopback" \
     "169.254.169.254 metadata.google.internal metadata" \
-    "127.0.0.1 login.microsoftonline.com $AZURE_REGISTRIES" >"/etc/netns/$NETNS/hosts"
+    "127.0.0.1 login.microsoftonline.com" >"/etc/netns/$NETNS/hosts"
+  if node_enabled; then
+    # The registries (ACR's too) live on the node's addresses, fronted by registry_front.py,
+    # which relays ACR's token endpoints to the Azure fixture.
+    node_net "$NETNS"
+    node_hosts_lines >>"/etc/netns/$NETNS/hosts"
+  else
+    echo "127.0.0.1 $AZURE_REGISTRIES" >>"/etc/netns/$NETNS/hosts"
+  fi
   log "network namespace $NETNS"
 }
 
@@ -192,6 +204,7 @@ do_down() {
     log "down: nothing recorded in $dir"
     return 0
   fi
+  node_down "$dir"
   local -a names=() pids=() starts=()
   local n p s
   while read -r n p s; do
@@ -231,6 +244,7 @@ do_down() {
   ns="$(netns_of "$dir")"
   netns_delete "$ns"
   rm -f "$dir/netns"
+  node_cleanup "$dir"
   log "down: stopped ${#pids[@]} process(es) of $dir${ns:+, deleted network namespace $ns}"
 }
 
@@ -288,7 +302,7 @@ do_up() {
     rm -f "$DIR/pids"
   fi
   netns_delete "$(netns_of "$DIR")"
-  rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/users" "$DIR/google" "$DIR/apiserver" "$DIR/kcm" "$DIR/logs" "$DIR/env" "$DIR/pids.down" "$DIR/netns"
+  rm -rf "$DIR/etcd" "$DIR/pki" "$DIR/users" "$DIR/google" "$DIR/apiserver" "$DIR/kcm" "$DIR/logs" "$DIR/env" "$DIR/pids.down" "$DIR/netns" "$DIR/node"
   mkdir -p "$DIR/logs"
   : >"$DIR/pids"
 
@@ -298,6 +312,11 @@ do_up() {
   [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/etcd" ]] \
     || die "no kube-apiserver/kube-controller-manager/etcd in '$bin'"
   [[ -x "$venv/bin/python" ]] || die "no python in venv '$venv'"
+  local nbin="" ppbin=""
+  if node_enabled; then
+    nbin="$(bash "$HERE/build-node.sh" | tail -n 1)"
+    ppbin="$(bash "$HERE/build-pullproof.sh" | tail -n 1)"
+  fi
 
   # If anything below fails, stop what was started.
   local prev_exit_trap
@@ -390,15 +409,25 @@ do_up() {
   # REGCRED_WORLD_AUDIT=1: one audit line per request (metadata only) in DIR/logs/audit.log,
   # for the benchmark's request counts.
   local audit=()
+  # With the node: reachable from pods (the `kubernetes` Service's endpoint is the node IP,
+  # kept by the API server's lease reconciler), the Node authorizer and NodeRestriction for
+  # the kubelet, and the kubelet reached by its InternalIP (no DNS for node names).
+  local api_net=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+    --authorization-mode=RBAC)
+  if node_enabled; then
+    # shellcheck disable=SC2054 # Node,RBAC is one value
+    api_net=(--bind-address=0.0.0.0 --advertise-address="$NODE_IP" --authorization-mode=Node,RBAC
+      --enable-admission-plugins=NodeRestriction --kubelet-preferred-address-types=InternalIP
+      --kubelet-client-certificate="$DIR/users/regcred-admin/client.crt"
+      --kubelet-client-key="$DIR/users/regcred-admin/client.key" --kubelet-certificate-authority=)
+  fi
   if [[ "${REGCRED_WORLD_AUDIT:-}" == 1 ]]; then
     printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n' >"$DIR/apiserver/audit-policy.yaml"
     audit=(--audit-policy-file="$DIR/apiserver/audit-policy.yaml" --audit-log-path="$DIR/logs/audit.log" --audit-log-maxbackup=0)
   fi
   start_proc kube-apiserver "$api_log" "$bin/kube-apiserver" \
-    "${audit[@]}" \
+    "${audit[@]}" "${api_net[@]}" \
     --etcd-servers="$etcd_url" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
     --secure-port="$api_port" \
     --cert-dir="$DIR/apiserver" \
     --tls-cert-file="$pki/apiserver.crt" \
@@ -408,8 +437,6 @@ do_up() {
     --service-account-signing-key-file="$pki/sa.key" \
     --service-account-issuer="$SA_ISSUER" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
-    --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --profiling=false \
     --v=1
@@ -418,9 +445,12 @@ do_up() {
   # 3. kube-controller-manager: starts now and waits for the API server by itself. Its
   # controllers act under their own ServiceAccounts (kube-system), as kubeadm sets it up.
   local kcm_log="$DIR/logs/kube-controller-manager.log"
+  local kcm_controllers=serviceaccount,serviceaccount-token,root-ca-cert-publisher,namespace,garbagecollector
+  # The node's not-ready taint is lifted by the node lifecycle controller, as in a cluster.
+  node_enabled && kcm_controllers="$kcm_controllers,nodelifecycle"
   start_proc kube-controller-manager "$kcm_log" "$bin/kube-controller-manager" \
     --kubeconfig="$kcm_kc" \
-    --controllers=serviceaccount,serviceaccount-token,root-ca-cert-publisher,namespace,garbagecollector \
+    --controllers="$kcm_controllers" \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" \
     --root-ca-file="$pki/ca.crt" \
@@ -444,6 +474,9 @@ do_up() {
   wait_for kube-controller-manager "$pid_kcm" "$kcm_log" \
     inns curl -fsS --max-time 5 -o /dev/null --cacert "$pki/ca.crt" --cert "$DIR/users/regcred-admin/client.crt" \
     --key "$DIR/users/regcred-admin/client.key" "$api_url/api/v1/namespaces/default/serviceaccounts/default"
+  if node_enabled; then
+    REGCRED_NODE_API="$api_url" node_up "$bin" "$nbin" "$ppbin" "$venv"
+  fi
 
   q() { printf '%q' "$1"; }
   {
@@ -455,7 +488,7 @@ do_up() {
     echo "# Quirks: kube-controller-manager runs (serviceaccount, serviceaccount-token,"
     echo "# root-ca-cert-publisher, namespace, garbagecollector): a new namespace gets its"
     echo "# 'default' ServiceAccount a moment AFTER it is created (create-or-ignore-AlreadyExists,"
-    echo "# or wait for it); deleted namespaces finalize. No scheduler or kubelet: no Pod runs."
+    echo "# or wait for it); deleted namespaces finalize. One node (tests/testenv/node.sh) unless REGCRED_TEST_NODE=0."
     echo "# Admission plugins: the kube-apiserver defaults (ServiceAccount admission on)."
     echo "# Authorization: RBAC; the aggregated ClusterRoles view/edit/admin have no rules."
     echo "# Identities: admin = CN=regcred-admin,O=system:masters; restricted ="
@@ -532,6 +565,7 @@ do_up() {
     echo "unset AZURE_TENANT_ID AZURE_CLIENT_ID AZURE_FEDERATED_TOKEN_FILE AZURE_AUTHORITY_HOST AZURE_CLIENT_SECRET"
     echo "export NO_PROXY=127.0.0.1,localhost\${NO_PROXY:+,\$NO_PROXY}"
     echo "export no_proxy=127.0.0.1,localhost\${no_proxy:+,\$no_proxy}"
+    if node_enabled; then node_env "$bin" "$nbin" "$ppbin"; fi
   } >"$DIR/env.tmp"
   mv -f "$DIR/env.tmp" "$DIR/env"
   trap - EXIT

@@ -21,9 +21,13 @@ use secrecy::SecretString;
 use tracing::debug;
 use zeroize::Zeroizing;
 
-use super::ProviderError;
-use crate::config::AssumeRole;
+use super::{KindError, SourceError};
 use crate::credentials::{Credentials, RegistryCredential};
+
+mod check;
+
+pub use check::AssumeRole;
+pub(super) use check::{assume_role, is_aws_region};
 
 /// The SDK configuration for one region, with the ring-only HTTPS client; with `role`, its
 /// credentials are that role's, assumed through STS from the default chain's.
@@ -67,22 +71,23 @@ pub async fn sdk_config(region: &str, timeout: Duration, role: Option<&AssumeRol
 /// The SDK's operation timeout and ours have the same length and race; whichever fires, the
 /// failure is the same one and is counted and explained as a timeout. Any other failure
 /// becomes `other(message)`.
-pub fn call_error<E, R>(
+pub fn call_error<E, R, K>(
     name: &str,
     timeout: Duration,
     e: &SdkError<E, R>,
-    other: impl FnOnce(String) -> ProviderError,
-) -> ProviderError
+    other: impl FnOnce(String) -> K,
+) -> SourceError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
+    K: Into<KindError>,
 {
     match e {
-        SdkError::TimeoutError(_) => ProviderError::Timeout {
+        SdkError::TimeoutError(_) => SourceError::Timeout {
             source_name: name.to_string(),
             after: timeout,
         },
-        _ => other(explain(e)),
+        _ => SourceError::failed(name, other(explain(e))),
     }
 }
 
@@ -214,10 +219,7 @@ mod tests {
 
     #[test]
     fn an_sdk_operation_timeout_is_a_timeout() {
-        let call = |e: String| ProviderError::EcrCall {
-            source_name: "ecr".into(),
-            message: e,
-        };
+        let call = crate::sources::ecr::EcrError::Call;
         let timed_out: E = SdkError::timeout_error("operation timeout");
         let e = call_error("ecr", Duration::from_secs(2), &timed_out, call);
         assert_eq!(e.metric_label(), "timeout");

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use aws_sdk_ecrpublic::operation::get_authorization_token::GetAuthorizationTokenOutput;
 
-use super::ProviderError;
-use super::aws::{call_error, sdk_config, token_credentials};
-use crate::config::EcrPublicConfig;
+use serde::Deserialize;
+
+use super::aws::{AssumeRole, assume_role, call_error, sdk_config, token_credentials};
+use super::{Fetch, Kind, Labelled, SourceError};
+use crate::config_error::{Checked, ConfigError};
 use crate::credentials::Credentials;
 
 /// The registry every ECR Public image is pulled from, and the `auths` key we write.
@@ -19,6 +21,86 @@ pub const REGISTRY: &str = "public.ecr.aws";
 
 /// The one region ECR Public's authorization API answers in.
 pub const REGION: &str = "us-east-1";
+
+/// `ecrPublic:` as the file holds it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EcrPublicFile {
+    /// Accepted only to be refused with the reason (there is one region), where serde would
+    /// say no more than "unknown field".
+    pub region: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+}
+
+/// ECR Public (`public.ecr.aws`): no region, its authorization API is in us-east-1 only.
+#[derive(Debug, Clone)]
+pub struct EcrPublicConfig {
+    pub assume_role: Option<AssumeRole>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcrPublicError {
+    #[error("ECR Public GetAuthorizationToken (us-east-1) failed: {0}")]
+    Call(String),
+    #[error("ECR Public answered with an unusable token: {0}")]
+    Response(String),
+}
+
+impl Labelled for EcrPublicError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Call(_) => "ecr_public_call",
+            Self::Response(_) => "ecr_public_response",
+        }
+    }
+}
+
+pub struct Spec;
+
+impl Kind for Spec {
+    type File = EcrPublicFile;
+    type Config = EcrPublicConfig;
+    type Fetcher = EcrPublicProvider;
+    type Error = EcrPublicError;
+
+    fn check(field: &str, file: EcrPublicFile) -> Checked<EcrPublicConfig> {
+        ecr_public(field, file)
+    }
+
+    fn recipe(p: &EcrPublicConfig) -> String {
+        let role = p.assume_role.as_ref();
+        format!(
+            "ecr-public role={} external-id={}",
+            role.map_or("-", |r| r.role_arn.as_str()),
+            role.is_some_and(|r| r.external_id.is_some()),
+        )
+    }
+
+    fn known_hosts(_: &EcrPublicConfig) -> Vec<String> {
+        vec![REGISTRY.to_string()]
+    }
+
+    async fn fetcher(name: &str, cfg: &EcrPublicConfig, timeout: Duration) -> EcrPublicProvider {
+        EcrPublicProvider::new(name, cfg, timeout).await
+    }
+}
+
+fn ecr_public(field: &str, p: EcrPublicFile) -> Checked<EcrPublicConfig> {
+    if let Some(region) = p.region {
+        return Err(ConfigError::invalid(
+            &format!("{field}.region"),
+            &format!(
+                "{region:?}: ECR Public has no region setting; its authorization API exists only in us-east-1, which is always used"
+            ),
+            "remove `region` (a pull from public.ecr.aws works from any region)",
+        ));
+    }
+    Ok(EcrPublicConfig {
+        assume_role: assume_role(field, p.role_arn, p.external_id, p.session_name)?,
+    })
+}
 
 pub struct EcrPublicProvider {
     name: String,
@@ -39,8 +121,10 @@ impl EcrPublicProvider {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
-    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+impl Fetch for EcrPublicProvider {
+    async fn fetch(&self) -> Result<Credentials, SourceError> {
         let out = self
             .client
             .get_authorization_token()
@@ -48,10 +132,7 @@ impl EcrPublicProvider {
             .await
             .map_err(|e| {
                 call_error(&self.name, self.timeout, &e, |message| {
-                    ProviderError::EcrPublicCall {
-                        source_name: self.name.clone(),
-                        message: with_fix(message),
-                    }
+                    EcrPublicError::Call(with_fix(message))
                 })
             })?;
         credentials_from(&self.name, &out)
@@ -94,11 +175,9 @@ fn with_fix(message: String) -> String {
 pub fn credentials_from(
     name: &str,
     out: &GetAuthorizationTokenOutput,
-) -> Result<Credentials, ProviderError> {
-    let bad = |problem: &str| ProviderError::EcrPublicResponse {
-        source_name: name.to_string(),
-        problem: problem.to_string(),
-    };
+) -> Result<Credentials, SourceError> {
+    let bad =
+        |problem: &str| SourceError::failed(name, EcrPublicError::Response(problem.to_string()));
     let data = out
         .authorization_data()
         .ok_or_else(|| bad("authorizationData is missing"))?;

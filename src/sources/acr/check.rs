@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use super::environment::{self, AzureEnv};
-use super::error::{Checked, ConfigError};
 use super::{AcrConfig, AcrFile, AzureCredential};
+use crate::config_error::{Checked, ConfigError};
+use crate::input::{self, AzureEnv, is_guid};
 
 /// The public cloud's Entra endpoint, as the Azure SDKs default to it.
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -17,7 +17,7 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_SCOPE: &str = "https://containerregistry.azure.net/.default";
 
 pub(super) fn acr(field: &str, a: AcrFile) -> Checked<AcrConfig> {
-    acr_with(field, a, &environment::azure())
+    acr_with(field, a, &input::azure())
 }
 
 fn acr_with(field: &str, a: AcrFile, env: &AzureEnv) -> Checked<AcrConfig> {
@@ -170,7 +170,7 @@ fn credential(
         AzureCredential::ClientSecret(p) | AzureCredential::FederatedToken(p) => p,
     };
     // A missing mount stops the start; the contents are read at each fetch.
-    environment::read_small_file(path).map_err(|problem| {
+    input::read_small_file(path).map_err(|problem| {
         ConfigError::invalid(
             &name,
             &problem,
@@ -178,14 +178,6 @@ fn credential(
         )
     })?;
     Ok(cred)
-}
-
-pub(crate) fn is_guid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A DNS name: dot-separated labels of letters, digits and inner hyphens.

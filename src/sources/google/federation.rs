@@ -17,12 +17,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-pub mod credential_config;
-
-use credential_config::{ACCESS_TOKEN_TYPE, ExternalAccount, Problem, TOKEN_EXCHANGE};
-
-use super::google::SCOPE;
-use super::http::{self, EndpointError, Step, field_str, seconds};
+use super::SCOPE;
+use super::credential_config;
+use super::credential_config::{ACCESS_TOKEN_TYPE, ExternalAccount, Problem, TOKEN_EXCHANGE};
+use crate::sources::http::{self, EndpointError, Step, field_str, seconds};
 
 const STS: &str = "STS token exchange";
 const IMPERSONATION: &str = "service account impersonation";
@@ -54,7 +52,7 @@ pub async fn fetch(path: &Path) -> Result<Token, FederationError> {
         path: path.to_path_buf(),
         problem,
     };
-    let text = crate::config::read_small_file(path).map_err(|e| {
+    let text = crate::input::read_small_file(path).map_err(|e| {
         config_error(Problem {
             field: "(file)",
             problem: e,
@@ -131,7 +129,7 @@ fn subject_token(account: &ExternalAccount) -> Result<Zeroizing<String>, Federat
         path: path.clone(),
         problem,
     };
-    let text = Zeroizing::new(crate::config::read_small_file(path).map_err(fail)?);
+    let text = Zeroizing::new(crate::input::read_small_file(path).map_err(fail)?);
     let token = match &account.subject_token_field {
         None => Zeroizing::new(text.trim().to_string()),
         Some(field) => {

@@ -2,16 +2,20 @@
 //! exclude list and a per-namespace opt-out annotation) plus the one list call that feeds it.
 //! Never creates a namespace: a named one that does not exist is reported as missing.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use glob::Pattern;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+
 use kube::core::{PartialObjectMeta, Selector, SelectorExt};
-use tracing::{debug, warn};
 
 use crate::label_selector;
+
+mod braces;
+mod resolve;
+
+use braces::expand_braces;
+pub use resolve::{NamespaceError, Resolution, classify, resolve};
 
 /// Annotation a namespace owner sets to `"true"` to keep the refresher out.
 pub const SKIP_ANNOTATION: &str = "regcred-refresher.io/skip";
@@ -169,149 +173,6 @@ fn opts_out(namespace: &str, value: &str) -> bool {
     }
 }
 
-/// Shell-style brace groups, one level deep: `g-{a,b}*` is `g-a*` and `g-b*` (the glob crate
-/// matches `{` literally, which would silently match nothing).
-fn expand_braces(p: &str) -> Result<Vec<String>, String> {
-    let Some(open) = p.find('{') else {
-        return if p.contains('}') {
-            Err("a '}' without its '{'".into())
-        } else {
-            Ok(vec![p.to_string()])
-        };
-    };
-    let close = p[open..]
-        .find('}')
-        .map(|c| open + c)
-        .ok_or_else(|| "a '{' without its '}'".to_string())?;
-    let inner = &p[open + 1..close];
-    if inner.contains('{') {
-        return Err("brace groups cannot nest".into());
-    }
-    let mut out = Vec::new();
-    for tail in expand_braces(&p[close + 1..])? {
-        for alt in inner.split(',') {
-            out.push(format!("{}{alt}{tail}", &p[..open]));
-        }
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Default)]
-pub struct Resolution {
-    pub targets: Vec<String>,
-    /// Named in `include` but absent from the cluster.
-    pub missing: Vec<String>,
-    /// Matched by name but left alone, with the reason (excluded, opted out, terminating).
-    pub skipped: Vec<(String, Decision)>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum NamespaceError {
-    #[error(
-        "cannot list namespaces: {}; fix: grant list on namespaces, or target a fixed list of names",
-        crate::error_chain::one_line(.source)
-    )]
-    List {
-        #[source]
-        source: kube::Error,
-    },
-}
-
-/// Lists namespaces (metadata only) and applies the filter. With only literal names and no
-/// selector, an identity that may not list namespaces (namespaced install) still works: the
-/// names are taken as given, without the opt-out check.
-pub async fn resolve(
-    client: &kube::Client,
-    filter: &NamespaceFilter,
-) -> Result<Resolution, NamespaceError> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let mut lp = ListParams::default();
-    if let Some(sel) = filter.selector_string() {
-        // Let the server do the selector work; `decide` checks it again for the watch path.
-        lp = lp.labels(&sel);
-    }
-    let list = match list_pages(&api, lp).await {
-        Ok(list) => list,
-        Err(kube::Error::Api(status)) if status.code == 403 && only_literals(filter) => {
-            warn!("may not list namespaces; targeting the configured names as given");
-            let mut r = Resolution::default();
-            for name in filter.literal_names() {
-                match filter.decide(name, &BTreeMap::new(), &BTreeMap::new(), false) {
-                    Decision::Target => r.targets.push(name.to_string()),
-                    other => r.skipped.push((name.to_string(), other)),
-                }
-            }
-            return Ok(r);
-        }
-        Err(source) => return Err(NamespaceError::List { source }),
-    };
-    Ok(classify(filter, &list))
-}
-
-/// Every namespace's metadata, a page at a time, without managedFields (their bulk).
-async fn list_pages(
-    api: &Api<Namespace>,
-    lp: ListParams,
-) -> Result<Vec<PartialObjectMeta<Namespace>>, kube::Error> {
-    let mut lp = lp.limit(500);
-    let mut all = Vec::new();
-    loop {
-        let page = api.list_metadata(&lp).await?;
-        all.extend(page.items.into_iter().map(|mut ns| {
-            ns.metadata.managed_fields = None;
-            ns
-        }));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(all),
-        }
-    }
-}
-
-fn only_literals(filter: &NamespaceFilter) -> bool {
-    filter.selector.is_none() && filter.literal_names().count() == filter.include.len()
-}
-
-/// Applies the filter to namespaces from a list or from the daemon's watch cache.
-pub fn classify<N: Borrow<PartialObjectMeta<Namespace>>>(
-    filter: &NamespaceFilter,
-    list: &[N],
-) -> Resolution {
-    let mut r = Resolution::default();
-    for ns in list.iter().map(Borrow::borrow) {
-        let Some(name) = ns.metadata.name.as_deref() else {
-            continue;
-        };
-        let decision = filter.decide_namespace(ns);
-        match decision {
-            Decision::Target => r.targets.push(name.to_string()),
-            Decision::NotIncluded => {}
-            Decision::SelectorMismatch if !filter.literal_names().any(|l| l == name) => {}
-            other => {
-                debug!(namespace = name, reason = ?other, "namespace skipped");
-                r.skipped.push((name.to_string(), other));
-            }
-        }
-    }
-    let present: std::collections::BTreeSet<&str> = list
-        .iter()
-        .filter_map(|n| n.borrow().metadata.name.as_deref())
-        .collect();
-    r.missing = filter
-        .literal_names()
-        .filter(|n| !present.contains(n))
-        .map(str::to_string)
-        .collect();
-    if filter.selector.is_some() {
-        // With a selector the server only returned matching namespaces; a literal name absent
-        // from that list may exist with other labels, so it is not "missing".
-        r.missing.clear();
-    }
-    r.targets.sort();
-    r.missing.sort();
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use kube::core::ObjectMeta;
@@ -400,13 +261,6 @@ mod tests {
 
     #[test]
     fn braces_expand_an_empty_selector_is_everything_and_opt_out_reads_yes() {
-        assert_eq!(
-            expand_braces("g-{a,b}-{x,y}*").unwrap(),
-            ["g-a-x*", "g-b-x*", "g-a-y*", "g-b-y*"]
-        );
-        assert!(expand_braces("g-{a,{b}}").is_err());
-        assert!(expand_braces("g-{a").is_err());
-        assert!(expand_braces("g-a}").is_err());
         let f = filter(&["g-{a,b}*"], &[], Some("  "));
         let none = BTreeMap::new();
         assert_eq!(f.decide("g-b1", &none, &none, false), Decision::Target);

@@ -1,29 +1,16 @@
-//! Azure Container Registry, keyless or with a service principal: an Entra access token for
-//! the registry's audience (client credentials, proven by a federated token or a client
-//! secret), exchanged at the registry's `/oauth2/exchange` for a refresh token. The refresh
-//! token is the password (user `00000000-0000-0000-0000-000000000000`, as `az acr login
-//! --expose-token` hands it out) and its own `exp` claim is the expiry that drives renewal.
-//!
-//! The official azure_identity crate gets the Entra token only (not the exchange) and brings
-//! reqwest with aws-lc-rs, a second TLS provider; these are two POSTs over the hyper/rustls
-//! client already in the binary (README, "Azure").
-//!
-//! Both files are read again at each fetch: the kubelet rotates projected tokens and a
-//! mounted Secret may change. Tokens never reach a message: errors carry Entra's or the
-//! registry's error code and description, the URL and the step.
+//! The two POSTs of an ACR fetch: the Entra token for the client (proven by a federated token
+//! or a client secret), then the registry's `/oauth2/exchange` for a refresh token, and what
+//! their answers and errors say.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::ProviderError;
-use super::http::{self, EndpointError, Step, field_str};
-use crate::config::{AcrConfig, AzureCredential};
-use crate::credentials::{Credentials, RegistryCredential};
+use super::{AcrConfig, AzureCredential};
+use crate::input::is_guid;
+use crate::sources::http::{self, EndpointError, Step, field_str};
 
-/// The user name ACR expects with a refresh token as password.
-pub const USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 const FORM: &str = "application/x-www-form-urlencoded";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -43,45 +30,9 @@ pub enum AcrError {
     Endpoint(#[from] EndpointError),
 }
 
-pub struct AcrProvider {
-    name: String,
-    cfg: AcrConfig,
-}
-
-impl AcrProvider {
-    pub fn new(name: &str, cfg: &AcrConfig) -> Self {
-        Self {
-            name: name.to_string(),
-            cfg: cfg.clone(),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
-        let (token, expires_at) =
-            refresh_token(&self.cfg)
-                .await
-                .map_err(|source| ProviderError::Acr {
-                    source_name: self.name.clone(),
-                    source: Box::new(source),
-                })?;
-        Ok(Credentials {
-            source: self.name.clone(),
-            entries: vec![RegistryCredential::new(
-                self.cfg.login_server.clone(),
-                USERNAME,
-                &token,
-            )],
-            expires_at: Some(expires_at),
-            issued_at: Utc::now(),
-        })
-    }
-}
-
-async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<Utc>), AcrError> {
+pub(super) async fn refresh_token(
+    cfg: &AcrConfig,
+) -> Result<(Zeroizing<String>, DateTime<Utc>), AcrError> {
     let access_token = entra_token(cfg).await?;
     let url = format!("https://{}/oauth2/exchange", cfg.login_server);
     let step = Step {
@@ -94,7 +45,7 @@ async fn refresh_token(cfg: &AcrConfig) -> Result<(Zeroizing<String>, DateTime<U
             .append_pair("service", &cfg.login_server)
             .append_pair("access_token", &access_token);
         // Optional for the registry; the Azure CLI sends the tenant's ID, and a domain is not one.
-        if crate::config::is_guid(&cfg.tenant_id) {
+        if is_guid(&cfg.tenant_id) {
             form.append_pair("tenant", &cfg.tenant_id);
         }
         form.finish()
@@ -167,10 +118,10 @@ fn read(
         problem,
         fix,
     };
-    let text = Zeroizing::new(crate::config::read_small_file(path).map_err(fail)?);
+    let text = Zeroizing::new(crate::input::read_small_file(path).map_err(fail)?);
     // As every credential file is read (a byte-order mark, a trailing newline, empty or too
     // large refused); a token or secret has no surrounding whitespace of its own.
-    let value = super::static_creds::clean_value(&text).map_err(fail)?;
+    let value = crate::input::clean_value(&text).map_err(fail)?;
     Ok(Zeroizing::new(value.trim().to_string()))
 }
 

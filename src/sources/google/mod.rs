@@ -11,7 +11,7 @@
 //! file, so a rotated key works without a restart.
 //!
 //! A workload identity federation configuration (`external_account`, from `keyFile` or
-//! GOOGLE_APPLICATION_CREDENTIALS) goes to [`super::google_external`] instead: gcp_auth has
+//! GOOGLE_APPLICATION_CREDENTIALS) goes to [`federation`] instead: gcp_auth has
 //! no such credentials.
 
 use std::path::PathBuf;
@@ -19,9 +19,89 @@ use std::sync::Arc;
 
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 
-use super::ProviderError;
-use crate::config::GoogleConfig;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Fetch, Kind, Labelled, SourceError};
+use crate::config_error::Checked;
 use crate::credentials::{Credentials, RegistryCredential};
+
+mod check;
+pub mod credential_config;
+pub mod federation;
+
+/// `google:` as the file holds it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GoogleFile {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    pub hosts: Vec<String>,
+    /// A service-account key file; `None` uses the default chain (GOOGLE_APPLICATION_CREDENTIALS,
+    /// gcloud, metadata server).
+    pub key_file: Option<PathBuf>,
+    /// A workload identity federation configuration (`"type": "external_account"`), from
+    /// `keyFile` or GOOGLE_APPLICATION_CREDENTIALS; when set, `key_file` is `None`.
+    pub external_account: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoogleError {
+    #[error("Google access token: {0}")]
+    Token(String),
+    #[error("Google workload identity federation: {0}")]
+    Federation(#[source] Box<federation::FederationError>),
+}
+
+impl Labelled for GoogleError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Token(_) => "google",
+            Self::Federation(_) => "google_federation",
+        }
+    }
+}
+
+pub struct Spec;
+
+impl Kind for Spec {
+    type File = GoogleFile;
+    type Config = GoogleConfig;
+    type Fetcher = GoogleProvider;
+    type Error = GoogleError;
+
+    fn check(field: &str, file: GoogleFile) -> Checked<GoogleConfig> {
+        check::google(field, file)
+    }
+
+    fn recipe(g: &GoogleConfig) -> String {
+        format!(
+            "google hosts={} key={}{}",
+            g.hosts.join(","),
+            g.key_file.is_some(),
+            // Appended only when set, so the recipes of existing secrets stay as they were.
+            if g.external_account.is_some() {
+                " federation=true"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn known_hosts(g: &GoogleConfig) -> Vec<String> {
+        g.hosts.clone()
+    }
+
+    async fn fetcher(name: &str, cfg: &GoogleConfig, _: Duration) -> GoogleProvider {
+        GoogleProvider::new(name, cfg)
+    }
+}
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const USERNAME: &str = "oauth2accesstoken";
@@ -59,30 +139,6 @@ impl GoogleProvider {
         }
     }
 
-    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
-        if let Some(path) = &self.external_account {
-            let token = super::google_external::fetch(path)
-                .await
-                .map_err(|source| ProviderError::GoogleFederation {
-                    source_name: self.name.clone(),
-                    source: Box::new(source),
-                })?;
-            return Ok(self.credentials(&token.access_token, token.expires_at));
-        }
-        let fail = |e: gcp_auth::Error| ProviderError::Google {
-            source_name: self.name.clone(),
-            message: explain(&e),
-        };
-        let token = self
-            .auth()
-            .await
-            .map_err(fail)?
-            .token(&[SCOPE])
-            .await
-            .map_err(fail)?;
-        Ok(self.credentials(token.as_str(), token.expires_at()))
-    }
-
     /// One access token as the password of every configured host.
     fn credentials(&self, token: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Credentials {
         Credentials {
@@ -95,6 +151,27 @@ impl GoogleProvider {
             expires_at: Some(expires_at),
             issued_at: chrono::Utc::now(),
         }
+    }
+}
+
+impl Fetch for GoogleProvider {
+    async fn fetch(&self) -> Result<Credentials, SourceError> {
+        if let Some(path) = &self.external_account {
+            let token = federation::fetch(path).await.map_err(|source| {
+                SourceError::failed(&self.name, GoogleError::Federation(Box::new(source)))
+            })?;
+            return Ok(self.credentials(&token.access_token, token.expires_at));
+        }
+        let fail =
+            |e: gcp_auth::Error| SourceError::failed(&self.name, GoogleError::Token(explain(&e)));
+        let token = self
+            .auth()
+            .await
+            .map_err(fail)?
+            .token(&[SCOPE])
+            .await
+            .map_err(fail)?;
+        Ok(self.credentials(token.as_str(), token.expires_at()))
     }
 }
 

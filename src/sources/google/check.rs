@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use super::environment::{self, read_small_file};
-use super::error::{Checked, ConfigError};
-use super::names::registry_host;
-use super::{GoogleConfig, GoogleFile, duplicates};
+use super::credential_config;
+use super::{GoogleConfig, GoogleFile};
+use crate::config_error::{Checked, ConfigError};
 use crate::dockerconfig::registry_key;
-use crate::providers::google_external::credential_config;
+use crate::input::{self, read_small_file};
+use crate::names::{duplicates, registry_host};
 
 pub(super) fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
     if g.hosts.is_empty() {
@@ -38,7 +38,7 @@ pub(super) fn google(field: &str, g: GoogleFile) -> Checked<GoogleConfig> {
     }
     let file = match &g.key_file {
         Some(path) => Some((format!("{field}.keyFile"), path.clone())),
-        None => environment::google_application_credentials()
+        None => input::google_application_credentials()
             .map(|path| ("env GOOGLE_APPLICATION_CREDENTIALS".to_string(), path)),
     };
     let mut external_account = None;
@@ -118,7 +118,7 @@ fn credentials_file(field: &str, text: &str) -> Checked<Kind> {
 /// The projected token is mounted before the container starts: a missing one is a wrong
 /// path or a missing volume, which stops the start like any other missing mount.
 fn subject_token_file(field: &str, token: &Path) -> Checked<()> {
-    environment::regular_file(token).map(|_| ()).map_err(|problem| {
+    input::regular_file(token).map(|_| ()).map_err(|problem| {
         ConfigError::invalid(
             field,
             &format!("(external_account) field credential_source.file: {problem}"),

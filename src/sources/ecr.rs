@@ -4,11 +4,111 @@
 use std::time::Duration;
 
 use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenOutput;
+use serde::Deserialize;
 
-use super::ProviderError;
-use super::aws::{call_error, sdk_config, token_credentials};
-use crate::config::EcrConfig;
+use super::aws::{
+    AssumeRole, assume_role, call_error, is_aws_region, sdk_config, token_credentials,
+};
+use super::{Fetch, Kind, Labelled, SourceError};
+use crate::config_error::{Checked, ConfigError};
 use crate::credentials::Credentials;
+
+/// `ecr:` as the file holds it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EcrFile {
+    pub region: String,
+    pub account_id: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EcrConfig {
+    pub region: String,
+    pub account_id: Option<String>,
+    pub assume_role: Option<AssumeRole>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcrError {
+    #[error("ECR GetAuthorizationToken failed: {0}")]
+    Call(String),
+    #[error("ECR answered with an unusable token: {0}")]
+    Response(String),
+}
+
+impl Labelled for EcrError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Call(_) => "ecr_call",
+            Self::Response(_) => "ecr_response",
+        }
+    }
+}
+
+pub struct Spec;
+
+impl Kind for Spec {
+    type File = EcrFile;
+    type Config = EcrConfig;
+    type Fetcher = EcrProvider;
+    type Error = EcrError;
+
+    fn check(field: &str, file: EcrFile) -> Checked<EcrConfig> {
+        ecr(field, file)
+    }
+
+    fn recipe(e: &EcrConfig) -> String {
+        let role = e.assume_role.as_ref();
+        format!(
+            "ecr region={} account={} role={} external-id={}",
+            e.region,
+            e.account_id.as_deref().unwrap_or("-"),
+            role.map_or("-", |r| r.role_arn.as_str()),
+            // Whether one is set, never its value.
+            role.is_some_and(|r| r.external_id.is_some()),
+        )
+    }
+
+    /// Known only when the account is configured (else the caller's own, known at fetch).
+    fn known_hosts(e: &EcrConfig) -> Vec<String> {
+        e.account_id
+            .iter()
+            .map(|a| format!("{a}.dkr.ecr.{}.amazonaws.com", e.region))
+            .collect()
+    }
+
+    async fn fetcher(name: &str, cfg: &EcrConfig, timeout: Duration) -> EcrProvider {
+        EcrProvider::new(name, cfg, timeout).await
+    }
+}
+
+fn ecr(field: &str, e: EcrFile) -> Checked<EcrConfig> {
+    if !is_aws_region(&e.region) {
+        return Err(ConfigError::invalid(
+            &format!("{field}.region"),
+            &format!("{:?} is not an AWS region", e.region),
+            "use a region code such as us-east-1 or eu-central-1",
+        ));
+    }
+    if let Some(acct) = &e.account_id
+        && !(acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ConfigError::invalid(
+            &format!("{field}.accountId"),
+            &format!("{acct:?} is not a 12-digit AWS account ID"),
+            "quote it as a string of 12 digits, e.g. accountId: \"123456789012\"",
+        ));
+    }
+    let assume_role = assume_role(field, e.role_arn, e.external_id, e.session_name)?;
+    Ok(EcrConfig {
+        region: e.region,
+        account_id: e.account_id,
+        assume_role,
+    })
+}
 
 pub struct EcrProvider {
     name: String,
@@ -31,21 +131,16 @@ impl EcrProvider {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
-    pub async fn fetch(&self) -> Result<Credentials, ProviderError> {
+impl Fetch for EcrProvider {
+    async fn fetch(&self) -> Result<Credentials, SourceError> {
         let out = self
             .client
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| {
-                call_error(&self.name, self.timeout, &e, |message| {
-                    ProviderError::EcrCall {
-                        source_name: self.name.clone(),
-                        message,
-                    }
-                })
-            })?;
+            .map_err(|e| call_error(&self.name, self.timeout, &e, EcrError::Call))?;
         credentials_from(&self.name, self.account_id.as_deref(), &out)
     }
 }
@@ -56,11 +151,8 @@ pub fn credentials_from(
     name: &str,
     account_id: Option<&str>,
     out: &GetAuthorizationTokenOutput,
-) -> Result<Credentials, ProviderError> {
-    let bad = |problem: &str| ProviderError::EcrResponse {
-        source_name: name.to_string(),
-        problem: problem.to_string(),
-    };
+) -> Result<Credentials, SourceError> {
+    let bad = |problem: &str| SourceError::failed(name, EcrError::Response(problem.to_string()));
     let data = out
         .authorization_data()
         .first()
