@@ -107,7 +107,7 @@ fn a_secret_is_renewed_and_expires_with_its_first_token() {
     let p = plan_with(&config, &[&quay, &long, &short], true);
     let c = p.desired[0].content.as_ref().expect("rendered");
     assert_eq!(c.expires_at, short.expires_at);
-    let margin = config.daemon.policy.margin;
+    let margin = config.refresh_margin;
     assert_eq!(c.refresh_after, short.refresh_after(margin));
     assert!(short.refresh_after(margin) < long.refresh_after(margin));
 }
