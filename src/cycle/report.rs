@@ -92,10 +92,10 @@ pub fn conflict_note(secret: &str) -> String {
 impl CycleReport {
     pub(crate) fn record_fetches(
         &mut self,
-        providers: &[&Source],
+        sources: &[&Source],
         results: Vec<Result<Credentials, SourceError>>,
     ) {
-        for (p, r) in providers.iter().zip(results) {
+        for (p, r) in sources.iter().zip(results) {
             if let Err(e) = &r {
                 warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
             }

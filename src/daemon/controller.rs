@@ -147,7 +147,7 @@ pub(super) async fn run(
         &ctx.namespaces,
         &config.namespaces,
         wake,
-        || ctx.state.generation(),
+        || ctx.state.creds.generation(chrono::Utc::now()),
         |resolution| ctx.finish(ctx.passes.begin(resolution)),
         all_tx,
         cancel.clone(),
@@ -259,8 +259,8 @@ impl Context {
             .metrics
             .target_namespaces
             .set(i64::try_from(f.namespaces).unwrap_or(i64::MAX));
-        let creds = state.snapshot();
-        if state.providers.iter().all(|p| creds.contains_key(p.name())) {
+        let creds = state.creds.snapshot();
+        if state.sources.iter().all(|p| creds.contains_key(p.name())) {
             state.readiness.pass_completed();
         }
         if state.config.daemon.prune && !self.swept.swap(true, Ordering::Relaxed) {
@@ -271,7 +271,7 @@ impl Context {
 
     /// The plan for the cached credentials, rendered again only when they have changed.
     pub(super) fn current_plan(&self) -> Arc<cycle::Plan> {
-        let creds = self.state.snapshot();
+        let creds = self.state.creds.snapshot();
         let key: Vec<Arc<Credentials>> = creds.values().cloned().collect();
         let mut cached = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, plan)) = cached.as_ref()

@@ -156,7 +156,7 @@ mod tests {
     /// in `managed` known from their watch.
     fn context(flags: &[&str], client: kube::Client, managed: Vec<SecretMeta>) -> Arc<Context> {
         let state = testing::state(config(YAML, flags), client);
-        state.store("quay", static_creds("quay", "quay.io"));
+        state.creds.store("quay", static_creds("quay", "quay.io"));
         let managed = vec![("regcred".to_string(), listed(managed))];
         Arc::new(Context::new(state, listed(vec![]), managed, vec![]))
     }

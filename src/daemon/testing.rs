@@ -91,9 +91,9 @@ pub fn requests(log: &Log) -> Vec<Seen> {
     log.lock().unwrap().clone()
 }
 
-/// The daemon's state over `client`, without providers (the tests store credentials).
+/// The daemon's state over `client`, without sources (the tests store credentials).
 pub fn state(config: Config, client: kube::Client) -> Arc<DaemonState> {
-    Arc::new(DaemonState::with_providers(
+    Arc::new(DaemonState::with_sources(
         config,
         client.clone(),
         client,
