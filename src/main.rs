@@ -42,8 +42,8 @@ async fn run(config: Config, status: bool) -> anyhow::Result<bool> {
     }
     let mode = config.write_mode;
     if !config.once {
-        let shared = daemon::DaemonState::new(config, requests, client(None).await?).await;
-        daemon::run(shared, shutdown_signal()).await?;
+        let state = daemon::DaemonState::new(config, requests, client(None).await?).await;
+        daemon::run(state, shutdown_signal()).await?;
         return Ok(true);
     }
     // SIGTERM during a run (a CronJob's pod evicted, a deadline reached): no new namespace is

@@ -19,7 +19,7 @@ use crate::writer::{LiveSecrets, Writer};
 /// The `--once` job: every source fetched, every target written, once.
 pub struct OnceRun {
     config: Config,
-    providers: Vec<Source>,
+    sources: Vec<Source>,
     writer: Writer,
     client: kube::Client,
     events: Events,
@@ -28,7 +28,7 @@ pub struct OnceRun {
 
 impl OnceRun {
     pub async fn new(config: Config, client: kube::Client) -> Self {
-        let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
+        let sources = crate::sources::build_all(&config.sources, config.provider_timeout).await;
         let writer = Writer::for_config(client.clone(), &config);
         // A dry run or diff changes nothing, so it reports nothing to the namespaces either.
         let events = Events::new(
@@ -37,7 +37,7 @@ impl OnceRun {
         );
         Self {
             config,
-            providers,
+            sources,
             writer,
             client,
             events,
@@ -63,7 +63,7 @@ impl OnceRun {
             .map(|s| s.name.as_str())
             .collect();
         let (statics, tokens): (Vec<&Source>, Vec<&Source>) =
-            self.providers.iter().partition(|p| p.is_static());
+            self.sources.iter().partition(|p| p.is_static());
         // Static values, targets and the live secrets do not depend on each other.
         let (read, resolution, live) = tokio::join!(
             join_all(statics.iter().map(|p| p.fetch(timeout))),

@@ -20,7 +20,7 @@ mod report;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use report::{CycleReport, Totals, log_totals, totals_of};
+pub use report::{CycleReport, Totals, conflict_note, log_totals, totals_of};
 
 /// What the API server takes as a Secret's data, in bytes.
 const SECRET_DATA_LIMIT: usize = 1 << 20;

@@ -37,10 +37,10 @@ pub struct Totals {
     pub missing: usize,
 }
 
-/// Outcomes of the given namespaces, added up.
-pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
-    let mut t = Totals::default();
-    for ns in namespaces {
+impl Totals {
+    /// The outcomes of one namespace.
+    pub fn of(ns: &NamespaceReport) -> Self {
+        let mut t = Self::default();
         for (_, o) in &ns.secrets {
             match o {
                 SecretOutcome::Created => t.created += 1,
@@ -55,17 +55,47 @@ pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
             .iter()
             .filter(|(_, o)| matches!(o, SaOutcome::Failed(_)))
             .count();
+        t
+    }
+}
+
+/// Totals add up field by field, so a daemon pass and a `--once` run count alike.
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Self) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.conflict += o.conflict;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.missing += o.missing;
+    }
+}
+
+/// Outcomes of the given namespaces, added up.
+pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
+    let mut t = Totals::default();
+    for ns in namespaces {
+        t += Totals::of(ns);
     }
     t
+}
+
+/// What a conflict is and how to resolve it, in one wording for every place that reports one
+/// (the log here; the Event and the dry-run output should use it too).
+pub fn conflict_note(secret: &str) -> String {
+    format!(
+        "conflict: secret {secret} exists and is not managed by regcred-refresher; left untouched (set adopt: true on the secret to take it over)"
+    )
 }
 
 impl CycleReport {
     pub(crate) fn record_fetches(
         &mut self,
-        providers: &[&Source],
+        sources: &[&Source],
         results: Vec<Result<Credentials, SourceError>>,
     ) {
-        for (p, r) in providers.iter().zip(results) {
+        for (p, r) in sources.iter().zip(results) {
             if let Err(e) = &r {
                 warn!(source = p.name(), error = %e, reason = e.metric_label(), "fetch failed");
             }
@@ -146,7 +176,8 @@ impl CycleReport {
                     SecretOutcome::Conflict => warn!(
                         namespace = %ns.namespace,
                         secret = %secret,
-                        "conflict: a secret of that name exists and is not managed by regcred-refresher; left untouched (set adopt: true on the secret to take it over)"
+                        "{}",
+                        conflict_note(secret)
                     ),
                     SecretOutcome::Updated(c) => {
                         info!(namespace = %ns.namespace, secret = %secret, changes = %c.join("; "), "{verb}updated")

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use super::*;
 use crate::credentials::RegistryCredential;
+use crate::writer::{SaOutcome, SecretOutcome, WriteError};
 
 /// A validated configuration from a YAML file and extra flags, as `main` builds it. `{pw}` in
 /// the YAML is replaced by the path of a password file (static sources read theirs at start).
@@ -92,6 +93,26 @@ fn with_every_source_the_secret_holds_both_and_renews_with_the_earliest() {
 }
 
 #[test]
+fn a_secret_is_renewed_and_expires_with_its_first_token() {
+    let yaml = TWO_SOURCES.replace("registries: [quay, gar]", "registries: [quay, gar, hub]");
+    let yaml = yaml.replacen(
+        "secrets:",
+        "  - name: hub\n    google: { hosts: [us-docker.pkg.dev] }\nsecrets:",
+        1,
+    );
+    let config = config(&yaml, &[]);
+    let quay = static_creds("quay", "quay.io");
+    let short = token("gar", "gcr.io", "ya29.a", Duration::minutes(30));
+    let long = token("hub", "us-docker.pkg.dev", "ya29.b", Duration::hours(12));
+    let p = plan_with(&config, &[&quay, &long, &short], true);
+    let c = p.desired[0].content.as_ref().expect("rendered");
+    assert_eq!(c.expires_at, short.expires_at);
+    let margin = config.refresh_margin;
+    assert_eq!(c.refresh_after, short.refresh_after(margin));
+    assert!(short.refresh_after(margin) < long.refresh_after(margin));
+}
+
+#[test]
 fn a_missing_token_holds_the_secret_back_when_wanted_and_is_only_assessed_when_not() {
     let config = config(TWO_SOURCES, &[]);
     let quay = static_creds("quay", "quay.io");
@@ -162,4 +183,120 @@ fn a_render_over_the_1_mib_a_secret_holds_is_held_back_with_the_fix() {
         len + step
     );
     assert_eq!(why, &expected);
+}
+
+fn ns(name: &str, secrets: Vec<SecretOutcome>, accounts: Vec<SaOutcome>) -> NamespaceReport {
+    NamespaceReport {
+        namespace: name.into(),
+        secrets: secrets.into_iter().map(|o| ("regcred".into(), o)).collect(),
+        service_accounts: accounts
+            .into_iter()
+            .map(|o| ("default".into(), o))
+            .collect(),
+        manifests: vec![],
+        diffs: vec![],
+        due: None,
+    }
+}
+
+fn immutable() -> SecretOutcome {
+    SecretOutcome::Failed(WriteError::Immutable {
+        namespace: "b".into(),
+        secret: "regcred".into(),
+    })
+}
+
+#[test]
+fn totals_add_up_every_outcome_and_each_failed_service_account() {
+    let report = CycleReport {
+        namespaces: vec![
+            ns(
+                "a",
+                vec![SecretOutcome::Created, SecretOutcome::Unchanged],
+                vec![SaOutcome::Unchanged],
+            ),
+            ns(
+                "b",
+                vec![SecretOutcome::Updated(vec!["expiry".into()]), immutable()],
+                vec![SaOutcome::Failed("patch".into())],
+            ),
+            ns("c", vec![SecretOutcome::Conflict], vec![SaOutcome::Missing]),
+        ],
+        missing: vec!["d".into()],
+        skipped: vec![("e".into(), crate::namespaces::Decision::OptedOut)],
+        ..Default::default()
+    };
+    let want = Totals {
+        created: 1,
+        updated: 1,
+        unchanged: 1,
+        conflict: 1,
+        failed: 2,
+        skipped: 1,
+        missing: 1,
+    };
+    assert_eq!(report.totals(), want);
+    // Per namespace, added up: the same figures (a daemon pass counts this way).
+    let mut summed = Totals {
+        skipped: 1,
+        missing: 1,
+        ..Default::default()
+    };
+    for n in &report.namespaces {
+        summed += Totals::of(n);
+    }
+    assert_eq!(summed, want);
+}
+
+#[test]
+fn success_asks_what_sources_ok_asks_and_no_problem_at_a_target() {
+    let ok = |namespaces, missing: Vec<String>| {
+        let r = CycleReport {
+            namespaces,
+            missing,
+            ..Default::default()
+        };
+        (r.sources_ok(), r.success())
+    };
+    assert_eq!(
+        ok(vec![ns("a", vec![SecretOutcome::Created], vec![])], vec![]),
+        (true, true)
+    );
+    // Target-side problems fail the run, not the sources.
+    assert_eq!(
+        ok(vec![ns("a", vec![SecretOutcome::Conflict], vec![])], vec![]),
+        (true, false)
+    );
+    assert_eq!(
+        ok(vec![ns("a", vec![immutable()], vec![])], vec![]),
+        (true, false)
+    );
+    assert_eq!(ok(vec![], vec!["gone".into()]), (true, false));
+    // A secret held back for its source fails both.
+    let held_back = SecretOutcome::Failed(WriteError::SourceFailed {
+        secret: "regcred".into(),
+        sources: "gar".into(),
+    });
+    assert_eq!(
+        ok(vec![ns("a", vec![held_back], vec![])], vec![]),
+        (false, false)
+    );
+    let interrupted = CycleReport {
+        interrupted: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        (interrupted.sources_ok(), interrupted.success()),
+        (false, false)
+    );
+}
+
+#[test]
+fn a_conflict_is_worded_once_with_its_fix() {
+    let note = conflict_note("regcred");
+    assert!(
+        note.starts_with("conflict: secret regcred exists"),
+        "{note}"
+    );
+    assert!(note.contains("set adopt: true"), "{note}");
 }

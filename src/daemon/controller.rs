@@ -147,7 +147,7 @@ pub(super) async fn run(
         &ctx.namespaces,
         &config.namespaces,
         wake,
-        || ctx.state.generation(),
+        || ctx.state.creds.generation(chrono::Utc::now()),
         |resolution| ctx.finish(ctx.passes.begin(resolution)),
         all_tx,
         cancel.clone(),
@@ -259,8 +259,8 @@ impl Context {
             .metrics
             .target_namespaces
             .set(i64::try_from(f.namespaces).unwrap_or(i64::MAX));
-        let creds = state.snapshot();
-        if state.providers.iter().all(|p| creds.contains_key(p.name())) {
+        let creds = state.creds.snapshot();
+        if state.sources.iter().all(|p| creds.contains_key(p.name())) {
             state.readiness.pass_completed();
         }
         if state.config.daemon.prune && !self.swept.swap(true, Ordering::Relaxed) {
@@ -271,7 +271,7 @@ impl Context {
 
     /// The plan for the cached credentials, rendered again only when they have changed.
     pub(super) fn current_plan(&self) -> Arc<cycle::Plan> {
-        let creds = self.state.snapshot();
+        let creds = self.state.creds.snapshot();
         let key: Vec<Arc<Credentials>> = creds.values().cloned().collect();
         let mut cached = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, plan)) = cached.as_ref()
@@ -291,5 +291,80 @@ impl Context {
 
     pub(super) fn decide_for(&self, ns: &NamespaceMeta) -> Decision {
         self.state.config.namespaces.decide_namespace(ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testing::{self, listed, namespace, secret_meta};
+    use super::*;
+    use crate::cycle::tests::{config, static_creds};
+
+    const YAML: &str = "registries:\n  - name: quay\n    static: { server: quay.io, username: bot, passwordFile: {pw} }\n  - name: hub\n    static: { server: docker.io, username: bot, passwordFile: {pw} }\nsecrets:\n  - name: regcred\n    registries: [quay, hub]\nnamespaces: { include: [\"team-*\"] }\n";
+
+    fn finished() -> Option<Finished> {
+        Some(Finished {
+            totals: Default::default(),
+            namespaces: 1,
+            took: Duration::from_millis(5),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_pass_makes_the_replica_ready_only_with_credentials_of_every_source() {
+        let config = config(YAML, &[]);
+        let sources = crate::sources::build_all(&config.sources, config.provider_timeout).await;
+        let (client, log) = testing::no_server();
+        let state = Arc::new(DaemonState::with_sources(
+            config,
+            client.clone(),
+            client,
+            sources,
+        ));
+        let ctx = Arc::new(Context::new(state.clone(), listed(vec![]), vec![], vec![]));
+        state.creds.store("quay", static_creds("quay", "quay.io"));
+        ctx.finish(finished());
+        assert_eq!(
+            state.ready(),
+            Err("no complete refresh cycle yet".into()),
+            "hub missing"
+        );
+        ctx.finish(None);
+        state.creds.store("hub", static_creds("hub", "docker.io"));
+        ctx.finish(finished());
+        assert_eq!(state.ready(), Ok(()));
+        assert_eq!(state.metrics.target_namespaces.get(), 1);
+        assert!(testing::requests(&log).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_first_pass_sweeps_once() {
+        let (client, log) = testing::server(|_| {
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        });
+        let state = testing::state(config(YAML, &["--prune"]), client);
+        let managed = vec![(
+            "regcred".to_string(),
+            listed(vec![secret_meta("other", "regcred", "u-1")]),
+        )];
+        let namespaces = listed(vec![namespace("other", &[])]);
+        let ctx = Arc::new(Context::new(state, namespaces, managed, vec![]));
+        ctx.finish(finished());
+        ctx.finish(finished());
+        // The sweep runs on its own task: let it.
+        for _ in 0..100 {
+            if !testing::requests(&log).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines: Vec<String> = testing::requests(&log).iter().map(|s| s.line()).collect();
+        assert_eq!(lines, ["DELETE /api/v1/namespaces/other/secrets/regcred"]);
     }
 }

@@ -1,14 +1,15 @@
 //! Daemon mode: keep every target valid without anyone watching.
 //!
-//! Each source has its own timer ([`timers`]); fresh credentials go into a cache and trigger a
-//! pass over every namespace ([`pass`]). Watches ([`watch`]) trigger per-namespace reconciles
-//! ([`reconcile`]) from that cache, so a new namespace or a deleted secret is served within
-//! seconds and without a token call. With leader election ([`leader`]) only the Lease holder
-//! fetches and writes; [`readiness`] owns what `/readyz` reports. Shutdown is a future passed
+//! Each source has its own timer ([`timers`]); fresh credentials go into a cache ([`cache`])
+//! and trigger a pass over every namespace ([`pass`]). Watches ([`watch`]) trigger
+//! per-namespace reconciles ([`reconcile`], run by the [`controller`]) from that cache, so a
+//! new namespace or a deleted secret is served within seconds and without a token call;
+//! [`prune`] deletes what no target needs. With leader election ([`leader`]) only the Lease
+//! holder fetches and writes; [`readiness`] owns what `/readyz` reports. Each part owns its
+//! state and is handed what it reads: none sets another's fields. Shutdown is a future passed
 //! in, so tests can drive it.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -17,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::credentials::Credentials;
 use crate::events::Events;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::sources::Source;
 use crate::writer::Writer;
 
+mod cache;
 mod controller;
 mod leader;
 mod pass;
@@ -34,6 +35,7 @@ mod testing;
 pub mod timers;
 mod watch;
 
+use cache::CredentialCache;
 use readiness::Readiness;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,19 +56,11 @@ pub struct DaemonState {
     watch_client: kube::Client,
     /// Shared with the watches, which skip the echo of its writes.
     writer: Arc<Writer>,
-    providers: Vec<Source>,
-    creds: RwLock<CachedCredentials>,
+    sources: Vec<Source>,
+    creds: CredentialCache,
     pub metrics: Metrics,
     readiness: Readiness,
     events: Events,
-}
-
-/// The last good credentials by source, and how many times they have been replaced: a pass
-/// knows from it whether a "refreshed" signal brings anything it has not started with.
-#[derive(Debug, Default)]
-struct CachedCredentials {
-    by_source: BTreeMap<String, Arc<Credentials>>,
-    generation: u64,
 }
 
 impl DaemonState {
@@ -75,20 +69,15 @@ impl DaemonState {
         client: kube::Client,
         watch_client: kube::Client,
     ) -> Arc<Self> {
-        let providers = crate::sources::build_all(&config.sources, config.provider_timeout).await;
-        Arc::new(Self::with_providers(
-            config,
-            client,
-            watch_client,
-            providers,
-        ))
+        let sources = crate::sources::build_all(&config.sources, config.provider_timeout).await;
+        Arc::new(Self::with_sources(config, client, watch_client, sources))
     }
 
-    fn with_providers(
+    fn with_sources(
         config: Config,
         client: kube::Client,
         watch_client: kube::Client,
-        providers: Vec<Source>,
+        sources: Vec<Source>,
     ) -> Self {
         let writer = Arc::new(Writer::for_config(client.clone(), &config));
         let events = Events::new(&client, config.daemon.events);
@@ -98,59 +87,22 @@ impl DaemonState {
             client,
             watch_client,
             writer,
-            providers,
-            creds: RwLock::default(),
+            sources,
+            creds: CredentialCache::default(),
             metrics: Metrics::default(),
             events,
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<String, Arc<Credentials>> {
-        self.creds
-            .read()
-            .map(|c| c.by_source.clone())
-            .unwrap_or_default()
-    }
-
-    fn store(&self, source: &str, creds: Credentials) {
-        if let Ok(mut c) = self.creds.write() {
-            c.by_source.insert(source.to_string(), Arc::new(creds));
-            c.generation += 1;
-        }
-    }
-
-    /// The generation of the cached credentials, and whether they can serve a pass: some are
-    /// cached and none has expired.
-    fn generation(&self) -> (u64, bool) {
-        let now = Utc::now();
-        self.creds
-            .read()
-            .map(|c| {
-                let usable = !c.by_source.is_empty()
-                    && c.by_source
-                        .values()
-                        .all(|v| v.expires_at.is_none_or(|e| e > now));
-                (c.generation, usable)
-            })
-            .unwrap_or_default()
-    }
-
     /// Ready once a complete cycle has run and while no cached credential has expired. A
     /// standby replica is ready: it serves nothing and is healthy.
     fn ready(&self) -> Result<(), String> {
-        self.readiness.check(|| {
-            let now = Utc::now();
-            self.snapshot()
-                .values()
-                .filter(|c| c.expires_at.is_some_and(|e| e <= now))
-                .map(|c| c.source.clone())
-                .collect()
-        })
+        self.readiness.check(|| self.creds.expired(Utc::now()))
     }
 
     fn update_gauges(&self) {
         let now = Utc::now();
-        for (name, c) in self.snapshot() {
+        for (name, c) in self.creds.snapshot() {
             if let Some(exp) = c.expires_at {
                 let left = (exp - now).num_milliseconds() as f64 / 1000.0;
                 self.metrics
@@ -264,10 +216,10 @@ async fn lead(state: Arc<DaemonState>, term: CancellationToken) {
 async fn work(state: Arc<DaemonState>, cancel: CancellationToken) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
-    for idx in 0..state.providers.len() {
+    for idx in 0..state.sources.len() {
         let (state, tx, cancel) = (state.clone(), tx.clone(), cancel.clone());
         tasks.spawn(async move {
-            let p = &state.providers[idx];
+            let p = &state.sources[idx];
             let timeout = state.config.provider_timeout;
             timers::refresh_loop(
                 p.name(),
@@ -283,7 +235,7 @@ async fn work(state: Arc<DaemonState>, cancel: CancellationToken) {
                                 source: p.name().into(),
                             })
                             .set(Utc::now().timestamp() as f64);
-                        state.store(p.name(), creds);
+                        state.creds.store(p.name(), creds);
                         let _ = tx.send(pass::Wake::Refreshed);
                     }
                     Err(e) => {

@@ -122,12 +122,7 @@ impl Passes {
             return None;
         }
         pass.namespaces += 1;
-        let t = crate::cycle::totals_of(std::slice::from_ref(report));
-        pass.totals.created += t.created;
-        pass.totals.updated += t.updated;
-        pass.totals.unchanged += t.unchanged;
-        pass.totals.conflict += t.conflict;
-        pass.totals.failed += t.failed;
+        pass.totals += Totals::of(report);
         Self::finish_if_done(&mut guard)
     }
 
@@ -194,5 +189,115 @@ mod tests {
         // The next pass starts afresh.
         assert!(p.done(&report("a", SecretOutcome::Created)).is_none());
         assert!(p.begin(&resolution(&[])).is_some());
+    }
+
+    mod trigger {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        use kube::runtime::reflector;
+        use kube::runtime::watcher;
+
+        use super::super::super::testing::{listed, namespace};
+        use super::*;
+        use crate::cycle::tests::config;
+
+        const YAML: &str = "registries:\n  - name: quay\n    static: { server: quay.io, username: bot, passwordFile: {pw} }\nsecrets:\n  - name: regcred\n    registries: [quay]\nnamespaces: { include: [\"team-*\"] }\n";
+
+        /// Lets every other task run (the clock is paused: it moves only when all are idle).
+        async fn settle() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_pass_starts_for_each_wake_that_brings_something_new() {
+            let config = config(YAML, &[]);
+            let namespaces = listed(vec![namespace("team-a", &[]), namespace("other", &[])]);
+            let (wake, wakes) = mpsc::unbounded_channel();
+            let (all_tx, mut all_rx) = futures::channel::mpsc::unbounded();
+            let generation = AtomicU64::new(0);
+            let begun = Mutex::new(Vec::new());
+            let cancel = CancellationToken::new();
+            let passes = trigger(
+                &namespaces,
+                &config.namespaces,
+                wakes,
+                || (generation.load(Ordering::Relaxed), false),
+                |r| begun.lock().unwrap().push(r.targets.clone()),
+                all_tx,
+                cancel.clone(),
+            );
+            let script = async {
+                let count = || begun.lock().unwrap().len();
+                settle().await;
+                assert_eq!(count(), 0, "nothing cached: no pass before a wake");
+                generation.store(1, Ordering::Relaxed);
+                wake.send(Wake::Refreshed).unwrap();
+                settle().await;
+                assert_eq!(count(), 1);
+                // The same credentials again (the fetch stored them before the pass read them).
+                wake.send(Wake::Refreshed).unwrap();
+                settle().await;
+                assert_eq!(count(), 1, "nothing new");
+                // A watch that listed again: a deletion may have been missed.
+                wake.send(Wake::Relisted).unwrap();
+                settle().await;
+                assert_eq!(count(), 2);
+                // Several sources at once make one pass.
+                generation.store(4, Ordering::Relaxed);
+                for _ in 0..3 {
+                    wake.send(Wake::Refreshed).unwrap();
+                }
+                settle().await;
+                assert_eq!(count(), 3);
+                // New credentials and a re-list together: one pass covers both.
+                generation.store(5, Ordering::Relaxed);
+                wake.send(Wake::Refreshed).unwrap();
+                wake.send(Wake::Relisted).unwrap();
+                settle().await;
+                assert_eq!(count(), 4);
+                cancel.cancel();
+            };
+            tokio::join!(passes, script);
+            let begun = begun.into_inner().unwrap();
+            assert!(begun.iter().all(|t| t == &["team-a"]), "{begun:?}");
+            let mut asked = 0;
+            while all_rx.try_recv().is_ok() {
+                asked += 1;
+            }
+            assert_eq!(asked, 4, "the controller is asked once per pass");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn no_pass_before_the_namespaces_are_listed_then_one_at_once_if_credentials_serve() {
+            let config = config(YAML, &[]);
+            let (namespaces, mut writer) = reflector::store();
+            let (_wake, wakes) = mpsc::unbounded_channel();
+            let (all_tx, _all_rx) = futures::channel::mpsc::unbounded();
+            let begun = Arc::new(Mutex::new(0));
+            let cancel = CancellationToken::new();
+            let passes = trigger(
+                &namespaces,
+                &config.namespaces,
+                wakes,
+                // A new term, with live credentials cached from the last.
+                || (7, true),
+                |_| *begun.lock().unwrap() += 1,
+                all_tx,
+                cancel.clone(),
+            );
+            let script = async {
+                settle().await;
+                assert_eq!(*begun.lock().unwrap(), 0, "namespaces not listed yet");
+                writer.apply_watcher_event(&watcher::Event::Init);
+                writer.apply_watcher_event(&watcher::Event::InitApply(namespace("team-b", &[])));
+                writer.apply_watcher_event(&watcher::Event::InitDone);
+                settle().await;
+                assert_eq!(*begun.lock().unwrap(), 1, "served from the cache at once");
+                cancel.cancel();
+            };
+            tokio::join!(passes, script);
+        }
     }
 }

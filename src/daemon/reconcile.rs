@@ -156,7 +156,7 @@ mod tests {
     /// in `managed` known from their watch.
     fn context(flags: &[&str], client: kube::Client, managed: Vec<SecretMeta>) -> Arc<Context> {
         let state = testing::state(config(YAML, flags), client);
-        state.store("quay", static_creds("quay", "quay.io"));
+        state.creds.store("quay", static_creds("quay", "quay.io"));
         let managed = vec![("regcred".to_string(), listed(managed))];
         Arc::new(Context::new(state, listed(vec![]), managed, vec![]))
     }
@@ -303,18 +303,24 @@ mod tests {
 
     #[tokio::test]
     async fn with_nothing_fetched_a_target_costs_no_request() {
-        let (client, _log) = testing::no_server();
+        let (client, log) = testing::no_server();
         let state = testing::state(config(YAML, &[]), client);
         let ctx = Arc::new(Context::new(state, listed(vec![]), vec![], vec![]));
         assert_eq!(run(&ctx, "team-a").await.unwrap(), Action::await_change());
+        assert_eq!(lines(&log), Vec::<String>::new());
     }
 
     #[tokio::test]
     async fn a_namespace_that_is_no_target_loses_our_secret_by_uid_with_prune_only() {
         let ours = || vec![secret_meta("other", "regcred", "u-ours")];
-        let (client, _log) = testing::no_server();
+        let (client, log) = testing::no_server();
         let ctx = context(&[], client, ours());
         assert_eq!(run(&ctx, "other").await.unwrap(), Action::await_change());
+        assert_eq!(
+            lines(&log),
+            Vec::<String>::new(),
+            "without --prune, left alone"
+        );
 
         let (client, log) = testing::server(|_| {
             (

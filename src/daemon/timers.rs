@@ -95,7 +95,7 @@ mod tests {
 
     type Script = Arc<Mutex<Vec<Result<i64, ()>>>>;
 
-    /// A fake provider: each call pops the next scripted result (lifetime in seconds, or a
+    /// A fake source: each call pops the next scripted result (lifetime in seconds, or a
     /// failure) and records when it was called.
     fn fake(
         script: Script,
