@@ -20,6 +20,7 @@ pub use crate::config_error::ConfigError;
 pub use crate::input::ValueFrom;
 use crate::input::read_small_file;
 use crate::names;
+pub use crate::secret_format::{ArgoCd, SecretFormat};
 use crate::sources::RegistryFile;
 pub use crate::sources::acr::{AcrConfig, AzureCredential};
 pub use crate::sources::aws::AssumeRole;
@@ -29,7 +30,6 @@ pub use crate::sources::ecr_public::EcrPublicConfig;
 pub use crate::sources::google::GoogleConfig;
 pub use crate::sources::static_creds::StaticConfig;
 pub use crate::sources::{SourceConfig, SourceKind};
-pub use crate::writer::format::{ArgoCd, SecretFormat};
 
 /// What one run does with the secrets it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

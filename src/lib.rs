@@ -44,6 +44,7 @@ pub mod names;
 pub mod namespaces;
 pub mod once;
 pub mod schedule;
+pub mod secret_format;
 pub mod sources;
 pub mod status;
 pub mod telemetry;

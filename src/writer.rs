@@ -18,7 +18,6 @@ pub mod decide;
 mod desired;
 mod echo;
 mod error;
-pub mod format;
 mod service_accounts;
 
 pub use desired::{Content, DesiredSecret, Payload};
@@ -86,7 +85,7 @@ fn reduce(s: &mut Secret) {
         // Only its presence matters: it is removed on the next write.
         last.clear();
     }
-    format::SecretFormat::reduce_live(s);
+    crate::secret_format::SecretFormat::reduce_live(s);
 }
 
 /// Secrets per page of a list: bounds the size of one response.

@@ -3,9 +3,9 @@
 
 use super::{ArgoCdFile, SourceConfig};
 use crate::config_error::{Checked, ConfigError};
+use crate::secret_format::{ArgoCd, SecretFormat};
 use crate::sources::SourceKind;
 use crate::sources::static_creds::StaticConfig;
-use crate::writer::format::{ArgoCd, SecretFormat};
 
 const NAMES: [&str; 4] = [
     "dockerconfigjson",

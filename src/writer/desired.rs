@@ -10,11 +10,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use zeroize::Zeroizing;
 
-use super::format::SecretFormat;
 use super::{
     EXPIRES_ANNOTATION, FINGERPRINT_ANNOTATION, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
     REFRESH_AFTER_ANNOTATION, SOURCES_ANNOTATION,
 };
+use crate::secret_format::SecretFormat;
 
 /// The rendered `.dockerconfigjson`: zeroized on drop, never printed by `Debug`.
 #[derive(Clone)]
