@@ -1,11 +1,11 @@
 //! Daemon mode: keep every target valid without anyone watching.
 //!
-//! Each source has its own timer ([`timers`]); fresh credentials go into a cache ([`cache`])
-//! and trigger a pass over every namespace ([`pass`]). Watches ([`watch`]) trigger
-//! per-namespace reconciles ([`reconcile`], run by the [`controller`]) from that cache, so a
+//! Each source has its own timer ([`timers`]); fresh credentials go into a cache (`cache`)
+//! and trigger a pass over every namespace (`pass`). Watches (`watch`) trigger
+//! per-namespace reconciles (`reconcile`, run by the `controller`) from that cache, so a
 //! new namespace or a deleted secret is served within seconds and without a token call;
-//! [`prune`] deletes what no target needs. With leader election ([`leader`]) only the Lease
-//! holder fetches and writes; [`readiness`] owns what `/readyz` reports. Each part owns its
+//! `prune` deletes what no target needs. With leader election (`leader`) only the Lease
+//! holder fetches and writes; `readiness` owns what `/readyz` reports. Each part owns its
 //! state and is handed what it reads: none sets another's fields. Shutdown is a future passed
 //! in, so tests can drive it.
 
