@@ -62,6 +62,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	bash scripts/check-msrv.sh
+	python3 scripts/module-arrows.py
 
 # The release image without a Docker engine (scripts/build-image.sh): distroless cc-debian12's
 # runtime layout from Debian 12 packages plus the release binary, configured as the Dockerfile's

@@ -24,7 +24,7 @@ impl Events {
                     client.clone(),
                     Reporter {
                         controller: MANAGED_BY.into(),
-                        instance: std::env::var("POD_NAME").ok(),
+                        instance: crate::input::pod_name(),
                     },
                 )
             }),
@@ -52,12 +52,9 @@ impl Events {
         for (secret, o) in &ns.secrets {
             let (reason, note) = match o {
                 SecretOutcome::Failed(e) => ("WriteFailed", e.to_string()),
-                SecretOutcome::Conflict => (
-                    "Conflict",
-                    format!(
-                        "secret {secret} exists and is not managed by {MANAGED_BY}; left untouched (set adopt: true to take it over)"
-                    ),
-                ),
+                SecretOutcome::Conflict => {
+                    ("Conflict", crate::writer::decide::conflict_note(secret))
+                }
                 _ => continue,
             };
             let reference = ObjectReference {

@@ -127,17 +127,27 @@ pub fn azure() -> AzureEnv {
 /// The namespace this pod runs in: the chart passes POD_NAMESPACE; without it, the
 /// service-account mount says.
 pub fn pod_namespace() -> Option<String> {
-    std::env::var("POD_NAMESPACE").ok().or_else(|| {
+    pod_namespace_given().or_else(|| {
         std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
             .ok()
             .map(|s| s.trim().to_string())
     })
 }
 
+/// The pod's name, when the chart passes it (POD_NAME, from the downward API).
+pub fn pod_name() -> Option<String> {
+    std::env::var("POD_NAME").ok()
+}
+
+/// The pod's namespace as the chart passes it (POD_NAMESPACE), without the mount's fallback.
+pub fn pod_namespace_given() -> Option<String> {
+    std::env::var("POD_NAMESPACE").ok()
+}
+
 /// Who holds the Lease: the pod's name when the chart passes it, else the host and process,
 /// which still tell two replicas (or two local runs) apart.
 pub fn pod_identity() -> String {
-    std::env::var("POD_NAME").unwrap_or_else(|_| {
+    pod_name().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "regcred-refresher".into());
         format!("{host}-{}", std::process::id())
     })

@@ -341,9 +341,7 @@ fn describe(namespace: &str, secret: &str, outcome: &SecretOutcome) -> String {
             format!("{namespace}/{secret}: would update: {}", c.join("; "))
         }
         SecretOutcome::Conflict => {
-            format!(
-                "{namespace}/{secret}: conflict: exists and is not managed by this {MANAGED_BY} instance"
-            )
+            format!("{namespace}/{secret}: {}", decide::conflict_note(secret))
         }
         SecretOutcome::Failed(e) => format!("{namespace}/{secret}: {e}"),
     }

@@ -10,6 +10,7 @@ use crate::config::WriteMode;
 use crate::credentials::Credentials;
 use crate::namespaces::Decision;
 use crate::sources::{Source, SourceError};
+pub use crate::writer::decide::conflict_note;
 use crate::writer::{SaOutcome, SecretOutcome, WriteError};
 
 #[derive(Debug, Default)]
@@ -79,14 +80,6 @@ pub fn totals_of(namespaces: &[NamespaceReport]) -> Totals {
         t += Totals::of(ns);
     }
     t
-}
-
-/// What a conflict is and how to resolve it, in one wording for every place that reports one
-/// (the log here; the Event and the dry-run output should use it too).
-pub fn conflict_note(secret: &str) -> String {
-    format!(
-        "conflict: secret {secret} exists and is not managed by regcred-refresher; left untouched (set adopt: true on the secret to take it over)"
-    )
 }
 
 impl CycleReport {

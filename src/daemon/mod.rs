@@ -24,6 +24,7 @@ use crate::sources::Source;
 use crate::writer::Writer;
 
 mod cache;
+mod context;
 mod controller;
 mod leader;
 mod pass;
@@ -33,6 +34,7 @@ mod reconcile;
 #[cfg(test)]
 mod testing;
 pub mod timers;
+mod wake;
 mod watch;
 
 use cache::CredentialCache;
@@ -120,8 +122,8 @@ impl DaemonState {
         Some(ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
-            name: Some(std::env::var("POD_NAME").ok()?),
-            namespace: Some(std::env::var("POD_NAMESPACE").ok()?),
+            name: Some(crate::input::pod_name()?),
+            namespace: Some(crate::input::pod_namespace_given()?),
             ..Default::default()
         })
     }

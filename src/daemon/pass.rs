@@ -16,14 +16,7 @@ use super::watch::NamespaceMeta;
 use crate::cycle::{NamespaceReport, Totals};
 use crate::namespaces::{NamespaceFilter, Resolution};
 
-/// What calls for a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Wake {
-    /// A source has stored fresh credentials.
-    Refreshed,
-    /// A watch lost track and listed again: a deletion missed meanwhile is in no event.
-    Relisted,
-}
+pub(super) use super::wake::Wake;
 
 /// Starts a pass for each wake that brings something new, once the namespaces are known,
 /// until `cancel` (or either channel closes). `generation()` is that of the cached

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use tracing::warn;
 
 use super::DaemonState;
-use super::controller::Context;
+use super::context::Context;
 use super::watch::NamespaceMeta;
 use crate::cycle::{self, CycleReport, NamespaceReport};
 use crate::namespaces::Decision;

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::pass::Wake;
+use super::wake::Wake;
 use crate::writer::Writer;
 
 pub(super) type NamespaceMeta = PartialObjectMeta<Namespace>;

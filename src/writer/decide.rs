@@ -135,6 +135,14 @@ pub fn verdict(
     Verdict::Write(why)
 }
 
+/// What a conflict is and how to resolve it, in one wording for every place that reports one:
+/// the log, the Event on the secret, the dry-run and diff output and the summary.
+pub fn conflict_note(secret: &str) -> String {
+    format!(
+        "conflict: secret {secret} exists and is not managed by regcred-refresher; left untouched (set adopt: true on the secret to take it over)"
+    )
+}
+
 /// Our annotations on a live secret that the desired one does not carry: left by an older
 /// configuration or another field manager, and removed when we write.
 pub fn stale_annotations<'a>(
