@@ -135,7 +135,22 @@ impl Metrics {
         }
     }
 
-    pub fn refresh(&self, source: &str, result: &str) {
+    /// A source's fetch succeeded at `unix_secs`.
+    pub fn fetched(&self, source: &str, unix_secs: f64) {
+        self.count_fetch(source, "success");
+        self.last_success
+            .get_or_create(&SourceLabel {
+                source: source.into(),
+            })
+            .set(unix_secs);
+    }
+
+    /// A source's fetch failed, labelled as its error says.
+    pub fn fetch_failed(&self, source: &str, label: &str) {
+        self.count_fetch(source, label);
+    }
+
+    fn count_fetch(&self, source: &str, result: &str) {
         self.refreshes
             .get_or_create(&SourceResult {
                 source: source.into(),
@@ -144,12 +159,39 @@ impl Metrics {
             .inc();
     }
 
-    pub fn write(&self, result: &str) {
+    /// A secret was written, found unchanged, left alone or failed (`outcome`'s label).
+    pub fn secret_outcome(&self, outcome: &str) {
+        self.count_write(outcome);
+    }
+
+    /// A ServiceAccount reference could not be added.
+    pub fn service_account_failed(&self) {
+        self.count_write("serviceaccount_failed");
+    }
+
+    /// A managed secret was pruned.
+    pub fn pruned(&self) {
+        self.count_write("pruned");
+    }
+
+    fn count_write(&self, result: &str) {
         self.writes
             .get_or_create(&ResultLabel {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// This replica leads (or stopped leading).
+    pub fn leading(&self, yes: bool) {
+        self.leader.set(i64::from(yes));
+    }
+
+    /// A pass over `targets` namespaces ended after `took`.
+    pub fn pass_done(&self, targets: usize, took: std::time::Duration) {
+        self.cycle_duration.observe(took.as_secs_f64());
+        self.target_namespaces
+            .set(i64::try_from(targets).unwrap_or(i64::MAX));
     }
 }
 
@@ -181,8 +223,11 @@ mod tests {
     #[test]
     fn renders_prefixed_text_format() {
         let m = Metrics::default();
-        m.refresh("ecr", "success");
-        m.write("created");
+        m.fetched("ecr", 1.0e9);
+        m.fetch_failed("ecr", "timeout");
+        m.secret_outcome("created");
+        m.pruned();
+        m.leading(true);
         m.expires_in
             .get_or_create(&SourceLabel {
                 source: "ecr".into(),
@@ -194,10 +239,15 @@ mod tests {
             text.contains("regcred_refreshes_total{source=\"ecr\",result=\"success\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("regcred_secret_writes_total{result=\"created\"} 1"),
-            "{text}"
-        );
+        for line in [
+            "regcred_secret_writes_total{result=\"created\"} 1",
+            "regcred_secret_writes_total{result=\"pruned\"} 1",
+            "regcred_refreshes_total{source=\"ecr\",result=\"timeout\"} 1",
+            "regcred_last_success_timestamp_seconds{source=\"ecr\"} 1000000000",
+            "regcred_leader 1",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
         assert!(
             text.contains("regcred_credential_expiry_seconds{source=\"ecr\"} 42.5"),
             "{text}"

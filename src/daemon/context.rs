@@ -118,11 +118,7 @@ impl Context {
     pub(super) fn finish(self: &Arc<Self>, finished: Option<Finished>) {
         let Some(f) = finished else { return };
         let state = &self.state;
-        state.metrics.cycle_duration.observe(f.took.as_secs_f64());
-        state
-            .metrics
-            .target_namespaces
-            .set(i64::try_from(f.namespaces).unwrap_or(i64::MAX));
+        state.metrics.pass_done(f.namespaces, f.took);
         let creds = state.creds.snapshot();
         if state.sources.iter().all(|p| creds.contains_key(p.name())) {
             state.readiness.pass_completed();

@@ -159,7 +159,7 @@ pub async fn run(
         tokio::spawn(async move {
             match &state.config.daemon.leader {
                 None => {
-                    state.metrics.leader.set(1);
+                    state.metrics.leading(true);
                     work(state.clone(), cancel).await;
                     Ok(())
                 }
@@ -206,10 +206,10 @@ async fn lead(state: Arc<DaemonState>, term: CancellationToken) {
     struct Leading(Arc<DaemonState>);
     impl Drop for Leading {
         fn drop(&mut self) {
-            self.0.metrics.leader.set(0);
+            self.0.metrics.leading(false);
         }
     }
-    state.metrics.leader.set(1);
+    state.metrics.leading(true);
     let _leading = Leading(state.clone());
     work(state, term).await;
 }
@@ -229,19 +229,14 @@ async fn work(state: Arc<DaemonState>, cancel: CancellationToken) {
                 || p.fetch(timeout),
                 |r| match r {
                     Ok(creds) => {
-                        state.metrics.refresh(p.name(), "success");
                         state
                             .metrics
-                            .last_success
-                            .get_or_create(&SourceLabel {
-                                source: p.name().into(),
-                            })
-                            .set(Utc::now().timestamp() as f64);
+                            .fetched(p.name(), Utc::now().timestamp() as f64);
                         state.creds.store(p.name(), creds);
                         let _ = tx.send(pass::Wake::Refreshed);
                     }
                     Err(e) => {
-                        state.metrics.refresh(p.name(), e.metric_label());
+                        state.metrics.fetch_failed(p.name(), e.metric_label());
                         if let Some(pod) = state.own_pod() {
                             let (state, note) = (state.clone(), e.to_string());
                             tokio::spawn(async move {

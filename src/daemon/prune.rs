@@ -113,7 +113,7 @@ impl Prune<'_> {
         {
             Ok(_) => {
                 info!(namespace = %namespace, secret = %name, "pruned");
-                self.metrics.write("pruned");
+                self.metrics.pruned();
                 for sa in &self.config.service_accounts {
                     self.writer.remove_reference(namespace, sa, name).await;
                 }

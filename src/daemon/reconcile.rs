@@ -129,12 +129,12 @@ fn retryable_failures(report: &NamespaceReport) -> usize {
 /// Counts outcomes and raises Events for the failures a cluster user should see.
 async fn record(state: &DaemonState, ns: &NamespaceReport) {
     for (_, o) in &ns.secrets {
-        state.metrics.write(o.label());
+        state.metrics.secret_outcome(o.label());
     }
     state.events.for_namespace(ns).await;
     for (_, o) in &ns.service_accounts {
         if let SaOutcome::Failed(_) = o {
-            state.metrics.write("serviceaccount_failed");
+            state.metrics.service_account_failed();
         }
     }
 }
