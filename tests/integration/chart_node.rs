@@ -646,3 +646,108 @@ async fn chart_deployment_on_the_node_with_defaults() {
             .join("; ")
     );
 }
+
+/// Cronjob mode, the chart's defaults otherwise: `helm install` waits for the post-install
+/// hook Job, whose pod (admitted under `restricted`) runs `--once` to completion; when the
+/// install returns, the target has its secret and a workload pod pulls with it; the CronJob
+/// is there on the default schedule.
+#[tokio::test]
+async fn chart_cronjob_install_hook_runs_once_on_the_node() {
+    let s = Scratch::new().await;
+    let rel_ns = release_namespace(&s).await;
+    let prefix = unique("chart-cj");
+    let t1 = s.namespace(&prefix, &[], &[]).await;
+    default_service_account(&s.client, &t1).await;
+    let (image, workload) = tokio::join!(refresher_image(&s), push_image(&s, "quay.io"));
+    let release = "rc".to_string();
+    let full = format!("{release}-regcred-refresher");
+    let vals = values(&s, &image, &format!("{prefix}-*"), "mode: cronjob\n");
+    let _guard = Release {
+        name: release.clone(),
+        namespace: rel_ns.clone(),
+        home: s.dir.join("helm"),
+    };
+    let job_name = format!("{full}-initial");
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(s.client.clone(), &rel_ns);
+    let start = Instant::now();
+    // Watch the hook Job while Helm waits for it (Helm deletes it once it has succeeded).
+    let watch = async {
+        let mut seen = None;
+        while start.elapsed() < Duration::from_secs(300) && seen.is_none() {
+            if let Some(j) = jobs.get_opt(&job_name).await.unwrap()
+                && j.status.as_ref().and_then(|st| st.succeeded).unwrap_or(0) >= 1
+            {
+                let env = serde_json::to_string(
+                    &j.spec.unwrap().template.spec.unwrap().containers[0].env,
+                )
+                .unwrap();
+                seen = Some((start.elapsed(), env));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    };
+    let (out, seen) = tokio::join!(
+        helm(
+            &s,
+            &[
+                "install",
+                &release,
+                CHART,
+                "-n",
+                &rel_ns,
+                "-f",
+                &vals,
+                "--timeout",
+                "4m"
+            ]
+        ),
+        watch
+    );
+    let installed = start.elapsed();
+    let ev = kubectl(&[
+        "-n",
+        &rel_ns,
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={job_name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ])
+    .await;
+    assert!(
+        ev.contains("Completed"),
+        "the hook Job completed: {ev}\n{out}"
+    );
+    eprintln!(
+        "chart_node cronjob: helm install (waiting for the hook) returned in {installed:?}; the hook Job seen succeeded at {:?}; its events: {}",
+        seen.as_ref().map(|s| s.0),
+        ev.trim().replace('\n', "; ")
+    );
+    if let Some((_, env)) = &seen {
+        assert!(
+            env.contains("\"REGCRED_ONCE\"") && env.contains("\"true\""),
+            "{env}"
+        );
+    }
+    await_secret(&s, &t1, 1).await;
+    let cj = kubectl(&[
+        "-n",
+        &rel_ns,
+        "get",
+        "cronjob",
+        &full,
+        "-o",
+        "jsonpath={.spec.schedule}",
+    ])
+    .await;
+    assert_eq!(cj, "0 * * * *");
+    create_pod(&s, &t1, "first", &workload, &["regcred"]).await;
+    let (o, _) = outcome(&s, &t1, "first").await;
+    assert_eq!(o, Outcome::Running, "{:?}", events(&s, &t1, "first").await);
+    eprintln!(
+        "chart_node cronjob: first workload pod Running {:?} after helm install started",
+        start.elapsed()
+    );
+}
