@@ -492,7 +492,7 @@ async fn chart_deployment_on_the_node_with_defaults() {
         push_image(&s, "quay.io")
     );
     let (curl_repo, curl_tag) = curl.rsplit_once(':').unwrap();
-    let release = "rr".to_string();
+    let release = unique("rr");
     let full = format!("{release}-regcred-refresher");
     let vals = values(
         &s,
@@ -659,7 +659,7 @@ async fn chart_cronjob_install_hook_runs_once_on_the_node() {
     let t1 = s.namespace(&prefix, &[], &[]).await;
     default_service_account(&s.client, &t1).await;
     let (image, workload) = tokio::join!(refresher_image(&s), push_image(&s, "quay.io"));
-    let release = "rc".to_string();
+    let release = unique("rc");
     let full = format!("{release}-regcred-refresher");
     let vals = values(&s, &image, &format!("{prefix}-*"), "mode: cronjob\n");
     let _guard = Release {
@@ -687,23 +687,18 @@ async fn chart_cronjob_install_hook_runs_once_on_the_node() {
         }
         seen
     };
-    let (out, seen) = tokio::join!(
-        helm(
-            &s,
-            &[
-                "install",
-                &release,
-                CHART,
-                "-n",
-                &rel_ns,
-                "-f",
-                &vals,
-                "--timeout",
-                "4m"
-            ]
-        ),
-        watch
-    );
+    let install = [
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &rel_ns,
+        "-f",
+        &vals,
+        "--timeout",
+        "4m",
+    ];
+    let (out, seen) = tokio::join!(helm(&s, &install), watch);
     let installed = start.elapsed();
     let ev = kubectl(&[
         "-n",
