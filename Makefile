@@ -38,6 +38,7 @@ test-fixtures: test-deps
 	$(VENV_PY) -m pytest -q -p no:cacheprovider tests/fixtures
 
 test: test-deps test-fixtures
+	bash tests/chart/tools.sh >/dev/null  # helm, for integration/chart_node.rs
 	$(CARGO_TEST_BUILD)
 	$(WORLD) run -- $(CARGO_TEST)
 

@@ -17,7 +17,7 @@ use super::common::*;
 
 /// How a pod's container ended up.
 #[derive(Debug, PartialEq)]
-enum Outcome {
+pub(super) enum Outcome {
     Running,
     /// ErrImagePull or ImagePullBackOff, with the message.
     PullFailed(String, String),
@@ -25,7 +25,7 @@ enum Outcome {
 
 /// A new image in `host`'s registry (its repository in the world's backend registry): the
 /// world's busybox image plus a layer of its own. Returns `host/repo:1`.
-async fn push_image(s: &Scratch, host: &str) -> String {
+pub(super) async fn push_image(s: &Scratch, host: &str) -> String {
     let repo = unique("team/app");
     let dir = s.dir.join(unique("layer"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -59,7 +59,7 @@ async fn push_image(s: &Scratch, host: &str) -> String {
 }
 
 /// A pod on the node running `image` (sleeping), with `secrets` as its `imagePullSecrets`.
-async fn create_pod(s: &Scratch, ns: &str, name: &str, image: &str, secrets: &[&str]) {
+pub(super) async fn create_pod(s: &Scratch, ns: &str, name: &str, image: &str, secrets: &[&str]) {
     let pull: Vec<Value> = secrets.iter().map(|n| json!({ "name": n })).collect();
     let mut spec = json!({
         "containers": [{"name": "app", "image": image, "command": ["/bin/sleep", "3600"]}],
@@ -81,7 +81,7 @@ async fn create_pod(s: &Scratch, ns: &str, name: &str, image: &str, secrets: &[&
 }
 
 /// Waits (up to 90 s) until the pod's container runs or its pull has failed.
-async fn outcome(s: &Scratch, ns: &str, name: &str) -> (Outcome, Duration) {
+pub(super) async fn outcome(s: &Scratch, ns: &str, name: &str) -> (Outcome, Duration) {
     let pods = Api::<Pod>::namespaced(s.client.clone(), ns);
     let start = Instant::now();
     loop {
@@ -115,7 +115,7 @@ async fn outcome(s: &Scratch, ns: &str, name: &str) -> (Outcome, Duration) {
 }
 
 /// The messages of the pod's events, oldest first.
-async fn events(s: &Scratch, ns: &str, name: &str) -> Vec<String> {
+pub(super) async fn events(s: &Scratch, ns: &str, name: &str) -> Vec<String> {
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
     let mut list = Api::<Event>::namespaced(s.client.clone(), ns)
         .list(&lp)
@@ -198,7 +198,7 @@ async fn refused_without_then_pulls_with(
     );
 }
 
-fn quay_config(s: &Scratch, namespaces: &str) -> String {
+pub(super) fn quay_config(s: &Scratch, namespaces: &str) -> String {
     let pw = s.file(
         &unique("quay-pw"),
         &std::fs::read_to_string(env("REGCRED_TEST_QUAY_PASSWORD_FILE")).unwrap(),
