@@ -12,7 +12,9 @@ selector="app.kubernetes.io/managed-by=regcred-refresher,regcred-refresher.io/in
 ns_=$RELEASE_NAMESPACE
 
 # 1. No writer may restore what is deleted below: suspend the CronJob, scale the daemon to 0,
-#    wait for running refresher pods to end.
+#    wait for running refresher pods to end. A pod whose containers all wait for their image
+#    (ErrImagePull, ImagePullBackOff, a bad name) has written nothing and is no writer: waiting
+#    for it would block every uninstall of a release whose image never pulled.
 if [ -n "$CRONJOB" ]; then
   kubectl -n "$ns_" patch cronjob "$CRONJOB" --type=merge -p '{"spec":{"suspend":true}}' || true
 fi
@@ -21,8 +23,22 @@ if [ -n "$DEPLOYMENT" ]; then
 fi
 waited=0
 while :; do
-  running=$(kubectl -n "$ns_" get pods -l "$POD_SELECTOR" \
-    --field-selector=status.phase!=Succeeded,status.phase!=Failed -o name)
+  # A failed read stops the script (set -e), as before: never delete on an unknown state.
+  pods=$(kubectl -n "$ns_" get pods -l "$POD_SELECTOR" \
+    --field-selector=status.phase!=Succeeded,status.phase!=Failed \
+    -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.containerStatuses[*].state.waiting.reason}{"\n"}{end}')
+  running=$(printf '%s\n' "$pods" |
+    while read -r pod reasons; do
+      [ -n "$pod" ] || continue
+      stuck=
+      if [ -n "$reasons" ]; then
+        stuck=yes
+        for r in $reasons; do
+          case "$r" in ErrImagePull | ImagePullBackOff | InvalidImageName | ErrImageNeverPull) ;; *) stuck= ;; esac
+        done
+      fi
+      [ -n "$stuck" ] || echo "$pod"
+    done)
   [ -z "$running" ] && break
   if [ "$waited" -ge "$WAIT_SECONDS" ]; then
     echo "cleanup: refresher pods still running after ${WAIT_SECONDS}s; nothing deleted" >&2
