@@ -375,8 +375,16 @@ fn container_cgroup(pod: &Pod) -> Cgroup {
             .trim()
             .to_string();
     // `ip netns exec` (how the world runs the tests) mounts a sysfs of the namespace's own on
-    // /sys, without the cgroup mounts: read them as the host's first process sees them.
-    let fs = ["/sys/fs/cgroup", "/proc/1/root/sys/fs/cgroup"]
+    // /sys, without the cgroup mounts: read them as the node's mount namespace (its holder
+    // process, in the world's `pids`) sees them.
+    let pids = std::fs::read_to_string(format!("{}/pids", env("REGCRED_TEST_WORLD_DIR"))).unwrap();
+    let holder = pids
+        .lines()
+        .find_map(|l| l.strip_prefix("node-holder "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("node-holder in the world's pids");
+    let via_holder = format!("/proc/{holder}/root/sys/fs/cgroup");
+    let fs = ["/sys/fs/cgroup", via_holder.as_str()]
         .into_iter()
         .find(|d| {
             Path::new(&format!("{d}/memory{root}")).is_dir()
