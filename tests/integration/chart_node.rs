@@ -623,15 +623,35 @@ async fn chart_deployment_on_the_node_with_defaults() {
         .delete(&leader, &DeleteParams::default())
         .await
         .unwrap();
+    // Another replica takes the Lease: the follower, or the pod the ReplicaSet starts in the
+    // deleted one's place if it is quicker (the deleted leader releases the Lease on SIGTERM).
     let took = wait_until(DEFAULT_LEASE_DURATION, || async {
-        lease_holder(&s, &rel_ns, &full).await.as_deref() == Some(follower.as_str())
+        lease_holder(&s, &rel_ns, &full)
+            .await
+            .is_some_and(|h| !h.is_empty() && h != leader)
     })
     .await;
     let handover = deleted.elapsed();
+    let holder = lease_holder(&s, &rel_ns, &full).await.unwrap_or_default();
     assert!(
         took,
-        "{follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader}"
+        "no other replica took the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder: {holder:?}; follower {follower})"
     );
+    let live: Vec<String> = release_pods(&s, &rel_ns, &release)
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        live.contains(&holder),
+        "{holder} is a live pod of the release: {live:?}"
+    );
+    let follower = if holder == follower {
+        format!("{holder} (the follower)")
+    } else {
+        format!("{holder} (the ReplicaSet's new pod; the follower was {follower})")
+    };
     eprintln!(
         "chart_node lease: {leader} deleted, {follower} holds the Lease after {handover:?} (lease duration {DEFAULT_LEASE_DURATION:?})"
     );
