@@ -675,6 +675,60 @@ async fn chart_deployment_on_the_node_with_defaults() {
         events(&s, &t3, "after-handover").await
     );
     // The Deployment replaced the deleted pod: two Ready again.
+    let pods = await_ready(&s, &rel_ns, &release, 2, 120).await;
+
+    // Again, with no new pod to race it: a ResourceQuota of one pod in the release namespace
+    // (this world runs no quota controller, so the quota admission refuses every new pod there
+    // outright) keeps the ReplicaSet from replacing the leader: the follower alone must take
+    // the Lease.
+    let leader = lease_holder(&s, &rel_ns, &full).await.expect("a holder");
+    let follower = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .find(|n| *n != leader)
+        .expect("a follower");
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "no-new-pods", "namespace": rel_ns},
+        "spec": {"hard": {"pods": "1"}},
+    }))
+    .unwrap();
+    let quotas =
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client.clone(), &rel_ns);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let deleted = Instant::now();
+    Api::<Pod>::namespaced(s.client.clone(), &rel_ns)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = wait_until(DEFAULT_LEASE_DURATION, || async {
+        lease_holder(&s, &rel_ns, &full).await.as_deref() == Some(follower.as_str())
+    })
+    .await;
+    let handover = deleted.elapsed();
+    let holder = lease_holder(&s, &rel_ns, &full).await;
+    let live = release_pods(&s, &rel_ns, &release).await.len();
+    quotas
+        .delete("no-new-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        took,
+        "the follower {follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder {holder:?}, {live} pod(s))"
+    );
+    eprintln!(
+        "chart_node lease: {leader} deleted with no replacement allowed, the follower {follower} holds the Lease after {handover:?} (lease duration {DEFAULT_LEASE_DURATION:?})"
+    );
+    let t4 = s.namespace(&prefix, &[], &[]).await;
+    let created = Instant::now();
+    await_secret(&s, &t4, 30).await;
+    eprintln!(
+        "chart_node lease: new target {t4} got its secret from the follower {:?} after it was created",
+        created.elapsed()
+    );
+    for t in [&t1, &t2, &t3] {
+        await_secret(&s, t, 1).await;
+    }
     await_ready(&s, &rel_ns, &release, 2, 120).await;
 
     // helm test: its Pod asks the Service for /readyz.
