@@ -707,14 +707,22 @@ async fn chart_deployment_on_the_node_with_defaults() {
     .await;
     let handover = deleted.elapsed();
     let holder = lease_holder(&s, &rel_ns, &full).await;
-    let live = release_pods(&s, &rel_ns, &release).await.len();
+    let live: Vec<String> = release_pods(&s, &rel_ns, &release)
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     quotas
         .delete("no-new-pods", &DeleteParams::default())
         .await
         .unwrap();
     assert!(
+        live.iter().all(|n| *n == leader || *n == follower),
+        "the quota let no new pod in: {live:?}"
+    );
+    assert!(
         took,
-        "the follower {follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder {holder:?}, {live} pod(s))"
+        "the follower {follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder {holder:?}, pods {live:?})"
     );
     eprintln!(
         "chart_node lease: {leader} deleted with no replacement allowed, the follower {follower} holds the Lease after {handover:?} (lease duration {DEFAULT_LEASE_DURATION:?})"
