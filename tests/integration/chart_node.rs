@@ -374,7 +374,24 @@ fn container_cgroup(pod: &Pod) -> Cgroup {
             .unwrap()
             .trim()
             .to_string();
-    let v1 = |ctl: &str| find_dir(&PathBuf::from(format!("/sys/fs/cgroup/{ctl}{root}")), &id);
+    // `ip netns exec` (how the world runs the tests) mounts a sysfs of the namespace's own on
+    // /sys, without the cgroup mounts: read them as the node's mount namespace (its holder
+    // process, in the world's `pids`) sees them.
+    let pids = std::fs::read_to_string(format!("{}/pids", env("REGCRED_TEST_WORLD_DIR"))).unwrap();
+    let holder = pids
+        .lines()
+        .find_map(|l| l.strip_prefix("node-holder "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("node-holder in the world's pids");
+    let via_holder = format!("/proc/{holder}/root/sys/fs/cgroup");
+    let fs = ["/sys/fs/cgroup", via_holder.as_str()]
+        .into_iter()
+        .find(|d| {
+            Path::new(&format!("{d}/memory{root}")).is_dir()
+                || Path::new(&format!("{d}{root}")).is_dir()
+        })
+        .unwrap_or_else(|| panic!("no cgroup hierarchy holds the node's root {root}"));
+    let v1 = |ctl: &str| find_dir(&PathBuf::from(format!("{fs}/{ctl}{root}")), &id);
     if let (Some(memory), Some(cpu)) = (v1("memory"), v1("cpuacct").or_else(|| v1("cpu,cpuacct"))) {
         return Cgroup {
             memory,
@@ -382,8 +399,15 @@ fn container_cgroup(pod: &Pod) -> Cgroup {
             v2: false,
         };
     }
-    let dir = find_dir(&PathBuf::from(format!("/sys/fs/cgroup{root}")), &id)
-        .unwrap_or_else(|| panic!("no cgroup of container {id} under {root}"));
+    let dir = find_dir(&PathBuf::from(format!("{fs}{root}")), &id).unwrap_or_else(|| {
+        let listing = std::process::Command::new("find")
+            .arg(format!("{fs}/memory{root}"))
+            .args(["-maxdepth", "4", "-type", "d"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("no cgroup of container {id} under {root}:\n{listing}")
+    });
     Cgroup {
         memory: dir.clone(),
         cpu: dir,
@@ -599,15 +623,35 @@ async fn chart_deployment_on_the_node_with_defaults() {
         .delete(&leader, &DeleteParams::default())
         .await
         .unwrap();
+    // Another replica takes the Lease: the follower, or the pod the ReplicaSet starts in the
+    // deleted one's place if it is quicker (the deleted leader releases the Lease on SIGTERM).
     let took = wait_until(DEFAULT_LEASE_DURATION, || async {
-        lease_holder(&s, &rel_ns, &full).await.as_deref() == Some(follower.as_str())
+        lease_holder(&s, &rel_ns, &full)
+            .await
+            .is_some_and(|h| !h.is_empty() && h != leader)
     })
     .await;
     let handover = deleted.elapsed();
+    let holder = lease_holder(&s, &rel_ns, &full).await.unwrap_or_default();
     assert!(
         took,
-        "{follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader}"
+        "no other replica took the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder: {holder:?}; follower {follower})"
     );
+    let live: Vec<String> = release_pods(&s, &rel_ns, &release)
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        live.contains(&holder),
+        "{holder} is a live pod of the release: {live:?}"
+    );
+    let follower = if holder == follower {
+        format!("{holder} (the follower)")
+    } else {
+        format!("{holder} (the ReplicaSet's new pod; the follower was {follower})")
+    };
     eprintln!(
         "chart_node lease: {leader} deleted, {follower} holds the Lease after {handover:?} (lease duration {DEFAULT_LEASE_DURATION:?})"
     );
@@ -631,6 +675,68 @@ async fn chart_deployment_on_the_node_with_defaults() {
         events(&s, &t3, "after-handover").await
     );
     // The Deployment replaced the deleted pod: two Ready again.
+    let pods = await_ready(&s, &rel_ns, &release, 2, 120).await;
+
+    // Again, with no new pod to race it: a ResourceQuota of one pod in the release namespace
+    // (this world runs no quota controller, so the quota admission refuses every new pod there
+    // outright) keeps the ReplicaSet from replacing the leader: the follower alone must take
+    // the Lease.
+    let leader = lease_holder(&s, &rel_ns, &full).await.expect("a holder");
+    let follower = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .find(|n| *n != leader)
+        .expect("a follower");
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "no-new-pods", "namespace": rel_ns},
+        "spec": {"hard": {"pods": "1"}},
+    }))
+    .unwrap();
+    let quotas =
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client.clone(), &rel_ns);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let deleted = Instant::now();
+    Api::<Pod>::namespaced(s.client.clone(), &rel_ns)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let took = wait_until(DEFAULT_LEASE_DURATION, || async {
+        lease_holder(&s, &rel_ns, &full).await.as_deref() == Some(follower.as_str())
+    })
+    .await;
+    let handover = deleted.elapsed();
+    let holder = lease_holder(&s, &rel_ns, &full).await;
+    let live: Vec<String> = release_pods(&s, &rel_ns, &release)
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    quotas
+        .delete("no-new-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        live.iter().all(|n| *n == leader || *n == follower),
+        "the quota let no new pod in: {live:?}"
+    );
+    assert!(
+        took,
+        "the follower {follower} did not take the Lease within {DEFAULT_LEASE_DURATION:?} of deleting {leader} (holder {holder:?}, pods {live:?})"
+    );
+    eprintln!(
+        "chart_node lease: {leader} deleted with no replacement allowed, the follower {follower} holds the Lease after {handover:?} (lease duration {DEFAULT_LEASE_DURATION:?})"
+    );
+    let t4 = s.namespace(&prefix, &[], &[]).await;
+    let created = Instant::now();
+    await_secret(&s, &t4, 30).await;
+    eprintln!(
+        "chart_node lease: new target {t4} got its secret from the follower {:?} after it was created",
+        created.elapsed()
+    );
+    for t in [&t1, &t2, &t3] {
+        await_secret(&s, t, 1).await;
+    }
     await_ready(&s, &rel_ns, &release, 2, 120).await;
 
     // helm test: its Pod asks the Service for /readyz.
@@ -668,37 +774,24 @@ async fn chart_cronjob_install_hook_runs_once_on_the_node() {
         home: s.dir.join("helm"),
     };
     let job_name = format!("{full}-initial");
-    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(s.client.clone(), &rel_ns);
     let start = Instant::now();
-    // Watch the hook Job while Helm waits for it (Helm deletes it once it has succeeded).
-    let watch = async {
-        let mut seen = None;
-        while start.elapsed() < Duration::from_secs(300) && seen.is_none() {
-            if let Some(j) = jobs.get_opt(&job_name).await.unwrap()
-                && j.status.as_ref().and_then(|st| st.succeeded).unwrap_or(0) >= 1
-            {
-                let env = serde_json::to_string(
-                    &j.spec.unwrap().template.spec.unwrap().containers[0].env,
-                )
-                .unwrap();
-                seen = Some((start.elapsed(), env));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        seen
-    };
-    let install = [
-        "install",
-        &release,
-        CHART,
-        "-n",
-        &rel_ns,
-        "-f",
-        &vals,
-        "--timeout",
-        "4m",
-    ];
-    let (out, seen) = tokio::join!(helm(&s, &install), watch);
+    // Helm waits for the hook Job and deletes it once it has succeeded (hook-delete-policy):
+    // what is left to read are its Events and the release's hooks.
+    let out = helm(
+        &s,
+        &[
+            "install",
+            &release,
+            CHART,
+            "-n",
+            &rel_ns,
+            "-f",
+            &vals,
+            "--timeout",
+            "4m",
+        ],
+    )
+    .await;
     let installed = start.elapsed();
     let ev = kubectl(&[
         "-n",
@@ -716,16 +809,15 @@ async fn chart_cronjob_install_hook_runs_once_on_the_node() {
         "the hook Job completed: {ev}\n{out}"
     );
     eprintln!(
-        "chart_node cronjob: helm install (waiting for the hook) returned in {installed:?}; the hook Job seen succeeded at {:?}; its events: {}",
-        seen.as_ref().map(|s| s.0),
+        "chart_node cronjob: helm install (waiting for the hook Job) returned in {installed:?}; the Job's events: {}",
         ev.trim().replace('\n', "; ")
     );
-    if let Some((_, env)) = &seen {
-        assert!(
-            env.contains("\"REGCRED_ONCE\"") && env.contains("\"true\""),
-            "{env}"
-        );
-    }
+    let hooks = helm(&s, &["get", "hooks", &release, "-n", &rel_ns]).await;
+    assert!(
+        hooks.contains("helm.sh/hook: post-install,post-upgrade")
+            && hooks.contains("name: REGCRED_ONCE\n              value: \"true\""),
+        "the hook Job runs --once: {hooks}"
+    );
     await_secret(&s, &t1, 1).await;
     let cj = kubectl(&[
         "-n",
