@@ -451,6 +451,10 @@ metadata: { name: $FULL }
 spec: { holderIdentity: life-0 }
 EOF2
 kubectl -n life-a patch serviceaccount default --type=json -p '[{"op":"add","path":"/imagePullSecrets/-","value":{"name":"other2"}}]' >/dev/null
+# The initial Job of revision 3 (an ordinary Job) has a pod the world's Job controller started,
+# whose image (ghcr.io) the world cannot pull: the cleanup would rightly wait for it. Suspended,
+# the Job ends its pod, as a finished run would be.
+kubectl -n "$NS" patch job "$FULL-initial-3" --type=merge -p '{"spec":{"suspend":true}}' >/dev/null
 check "life-a's default ServiceAccount references other, regcred, other2" bash -c \
   "[[ \$(kubectl -n life-a get sa default -o jsonpath='{.imagePullSecrets[*].name}') == 'other regcred other2' ]]"
 # The pre-delete hook's Job is run here: its objects as Helm would create them (its Job
