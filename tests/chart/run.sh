@@ -204,6 +204,16 @@ ablate() {
     kubectl replace -f - >/dev/null
 }
 
+# create_hooks FILE: the release's hook objects as Helm would create them, but with every Job
+# suspended: the world's Job controller (on with the node) would otherwise start their pods,
+# and this script runs the hooks' scripts itself (their images are not in the world).
+create_hooks() {
+  kubectl create -f "$1" --dry-run=client -o json |
+    jq 'if .kind == "List" then .items |= map(if .kind == "Job" then .spec.suspend = true else . end)
+        elif .kind == "Job" then .spec.suspend = true else . end' |
+    kubectl create -f - >/dev/null
+}
+
 step "cronjob mode, cluster-wide, static credentials from a Secret: --once as the chart's ServiceAccount"
 REL=static
 NS="rel-static"
@@ -381,7 +391,7 @@ check "helm upgrade --no-hooks with cleanup.onUninstall" helm upgrade "$REL" "$C
   --reuse-values --set cleanup.onUninstall=true
 helm get hooks "$REL" -n "$NS" >"$WORK/nsd-hooks.yaml"
 check "the namespaced cleanup hook has no cluster-wide object" bash -c "! grep -q '^kind: Cluster' '$WORK/nsd-hooks.yaml'"
-kubectl create -f "$WORK/nsd-hooks.yaml" >/dev/null
+create_hooks "$WORK/nsd-hooks.yaml"
 NCSA="system:serviceaccount:$NS:$REL-regcred-refresher-cleanup"
 cannot "$NCSA" list secrets --all-namespaces
 cannot "$NCSA" list secrets/regcred -n nsd-outside
@@ -441,13 +451,17 @@ metadata: { name: $FULL }
 spec: { holderIdentity: life-0 }
 EOF2
 kubectl -n life-a patch serviceaccount default --type=json -p '[{"op":"add","path":"/imagePullSecrets/-","value":{"name":"other2"}}]' >/dev/null
+# The initial Job of revision 3 (an ordinary Job) has a pod the world's Job controller started,
+# whose image (ghcr.io) the world cannot pull: the cleanup would rightly wait for it. Suspended,
+# the Job ends its pod, as a finished run would be.
+kubectl -n "$NS" patch job "$FULL-initial-3" --type=merge -p '{"spec":{"suspend":true}}' >/dev/null
 check "life-a's default ServiceAccount references other, regcred, other2" bash -c \
   "[[ \$(kubectl -n life-a get sa default -o jsonpath='{.imagePullSecrets[*].name}') == 'other regcred other2' ]]"
-# No pod runs in this world, so the pre-delete hook's Job is run here: its objects as Helm
-# would create them, then its script with its own ServiceAccount's token.
+# The pre-delete hook's Job is run here: its objects as Helm would create them (its Job
+# suspended), then its script with its own ServiceAccount's token.
 helm get hooks "$REL" -n "$NS" >"$WORK/hooks.yaml"
 check "the release's hooks include the pre-delete cleanup Job" grep -q "name: $FULL-cleanup" "$WORK/hooks.yaml"
-kubectl create -f "$WORK/hooks.yaml" >/dev/null
+create_hooks "$WORK/hooks.yaml"
 CSA="system:serviceaccount:$NS:$FULL-cleanup"
 cannot "$CSA" list secrets --all-namespaces
 cannot "$CSA" delete secrets/unrelated -n st-a

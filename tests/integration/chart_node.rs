@@ -696,6 +696,27 @@ async fn chart_deployment_on_the_node_with_defaults() {
     let quotas =
         Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client.clone(), &rel_ns);
     quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // The quota admission reads quotas from a cache: wait until it refuses a (dry-run) pod.
+    let probe: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "quota-probe", "namespace": rel_ns},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": workload, "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }))
+    .unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pods_api = Api::<Pod>::namespaced(s.client.clone(), &rel_ns);
+    let refusing = wait_until(Duration::from_secs(30), || async {
+        matches!(pods_api.create(&dry, &probe).await, Err(e) if e.to_string().contains("quota"))
+    })
+    .await;
+    assert!(refusing, "the quota admission never refused a pod");
     let deleted = Instant::now();
     Api::<Pod>::namespaced(s.client.clone(), &rel_ns)
         .delete(&leader, &DeleteParams::default())
