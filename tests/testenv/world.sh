@@ -41,7 +41,7 @@
 # Quirks of this world (one node, tests/testenv/node.sh; REGCRED_TEST_NODE=0: none, no Pod runs):
 # - kube-controller-manager runs the serviceaccount, serviceaccount-token,
 #   root-ca-cert-publisher, namespace and garbagecollector controllers only (with the node
-#   also nodelifecycle, deployment, replicaset, job, cronjob and endpointslice). A new
+#   also nodelifecycle, deployment, replicaset, job, cronjob, endpointslice, resourcequota). A new
 #   namespace gets its `default` ServiceAccount and kube-root-ca.crt ConfigMap a
 #   moment AFTER it is created (as in a real cluster: create-or-ignore, or wait);
 #   deleted namespaces finalize (their contents are deleted, then the namespace).
@@ -450,8 +450,8 @@ do_up() {
   # The node's not-ready taint is lifted by the node lifecycle controller, as in a cluster; with
   # the node, the workload controllers too (a Deployment's pods, a Job's, a CronJob's Jobs) and
   # the EndpointSlices of Services with a selector, which kube-proxy routes (the chart's
-  # `helm test` asks its Service).
-  node_enabled && kcm_controllers="$kcm_controllers,nodelifecycle,deployment,replicaset,job,cronjob,endpointslice"
+  # `helm test` asks its Service), and ResourceQuota usage.
+  node_enabled && kcm_controllers="$kcm_controllers,nodelifecycle,deployment,replicaset,job,cronjob,endpointslice,resourcequota"
   start_proc kube-controller-manager "$kcm_log" "$bin/kube-controller-manager" \
     --kubeconfig="$kcm_kc" \
     --controllers="$kcm_controllers" \
