@@ -129,34 +129,11 @@ async fn push_layer_image(
             .unwrap();
         assert!(st.success(), "objcopy --strip-debug {host}");
     }
-    let tar = s.dir.join(unique("layer.tar"));
-    let st = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
     let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
     let repo = unique(repo);
+    super::node_pull::append_tree(s, &root, &format!("quay.io/{repo}:1")).await;
     let target = format!("{backend}/quay.io/{repo}:1");
     let crane = env("REGCRED_TEST_CRANE");
-    let out = tokio::process::Command::new(&crane)
-        .args([
-            "append",
-            "--insecure",
-            "-b",
-            &format!("{backend}/app:base"),
-            "-f",
-        ])
-        .arg(&tar)
-        .args(["-t", &target])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "crane append: {out:?}");
     let mut mutate = vec!["mutate", "--insecure", &target, "-u", "65532:65532"];
     if !entrypoint.is_empty() {
         mutate.extend(["--entrypoint", entrypoint]);

@@ -58,6 +58,36 @@ pub(super) async fn push_image(s: &Scratch, host: &str) -> String {
     format!("{host}/{repo}:1")
 }
 
+/// The directory tree `root` as one layer on the world's busybox image, pushed to the backend
+/// registry as `target` (`host/repo:tag`, served by `host`'s registry).
+pub(super) async fn append_tree(s: &Scratch, root: &std::path::Path, target: &str) {
+    let tar = s.dir.join(unique("tree.tar"));
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
+    let out = tokio::process::Command::new(env("REGCRED_TEST_CRANE"))
+        .args([
+            "append",
+            "--insecure",
+            "-b",
+            &format!("{backend}/app:base"),
+            "-f",
+        ])
+        .arg(&tar)
+        .args(["-t", &format!("{backend}/{target}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "crane append: {out:?}");
+}
+
 /// A pod on the node running `image` (sleeping), with `secrets` as its `imagePullSecrets`.
 pub(super) async fn create_pod(s: &Scratch, ns: &str, name: &str, image: &str, secrets: &[&str]) {
     let pull: Vec<Value> = secrets.iter().map(|n| json!({ "name": n })).collect();
@@ -516,32 +546,8 @@ async fn push_binary_image(s: &Scratch) -> String {
         .status()
         .unwrap();
     assert!(st.success(), "objcopy --strip-debug");
-    let tar = s.dir.join(unique("bin.tar"));
-    let st = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let backend = env("REGCRED_TEST_REGISTRY_BACKEND");
     let repo = unique("regcred/refresher");
-    let out = tokio::process::Command::new(env("REGCRED_TEST_CRANE"))
-        .args([
-            "append",
-            "--insecure",
-            "-b",
-            &format!("{backend}/app:base"),
-            "-f",
-        ])
-        .arg(&tar)
-        .args(["-t", &format!("{backend}/quay.io/{repo}:1")])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "crane append: {out:?}");
+    append_tree(s, &root, &format!("quay.io/{repo}:1")).await;
     format!("quay.io/{repo}:1")
 }
 
