@@ -74,13 +74,14 @@ def create_namespaces(prefix, n):
     subprocess.run(["kubectl", "create", "-f", "-"], input=docs, text=True, check=True, capture_output=True)
 
 
-def timed_once(config, log_level="warn"):
-    """Wall time and peak RSS of one `--once` run, via /usr/bin/time -v."""
+def timed_once(config, log_level="warn", wrap=(), env=None):
+    """Wall time and peak RSS of one `--once` run, via /usr/bin/time -v (`wrap`: a profiler's
+    command line before ours; `env`: extra environment, e.g. an allocator's LD_PRELOAD)."""
     t0 = time.monotonic()
     r = subprocess.run(
-        ["/usr/bin/time", "-v", str(OURS), "--once", "--config", config, "--log-level", log_level,
+        ["/usr/bin/time", "-v", *wrap, str(OURS), "--once", "--config", config, "--log-level", log_level,
          "--concurrency", str(CONCURRENCY)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
     )
     wall = time.monotonic() - t0
     if r.returncode != 0:
@@ -129,16 +130,17 @@ def status_kib(pid, field):
     return 0
 
 
-def start_daemon(config, n):
+def start_daemon(config, n, wrap=(), env=None):
     """Starts the daemon and waits for its first pass over N targets and 5 s of settling:
-    (process, admin port, what the start cost)."""
+    (process, admin port, what the start cost). With `wrap` (a profiler) the RSS figures are
+    the profiler's process, not ours."""
     port = free_port()
     w = Window().start()
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [str(OURS), "--config", config, "--admin-addr", f"127.0.0.1:{port}", "--log-level", "warn",
+        [*wrap, str(OURS), "--config", config, "--admin-addr", f"127.0.0.1:{port}", "--log-level", "warn",
          "--concurrency", str(CONCURRENCY)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -238,6 +240,59 @@ def baseline_b(prefix, n, payload_file):
     return {"seconds": round(secs, 3), "inner_seconds": inner["seconds"], "counts": w.stop()}
 
 
+# Allocators to measure against glibc's (Debian 12 packages, preloaded into the same binary).
+ALLOCATORS = {
+    "glibc": {},
+    "glibc, 2 arenas": {"MALLOC_ARENA_MAX": "2"},
+    "jemalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+    "mimalloc": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"},
+}
+
+
+def allocators(cfg, pw, n):
+    """Peak RSS of the unchanged and update `--once` cycles and the daemon's settled RSS, for
+    each allocator in ALLOCATORS (one that is not installed is left out, and said)."""
+    out = {}
+    for name, env in ALLOCATORS.items():
+        lib = env.get("LD_PRELOAD")
+        if lib and not Path(lib).exists():
+            out[name] = {"missing": lib}
+            continue
+        row = {"unchanged": timed_once(cfg, env=env)}
+        pw.write_text(f"password-{name}")
+        row["update"] = timed_once(cfg, env=env)
+        proc, _port, d = start_daemon(cfg, n, env=env)
+        stop_daemon(proc)
+        row["daemon"] = {k: d[k] for k in ("rss_mib", "peak_rss_mib", "first_pass_seconds")}
+        out[name] = row
+        print(f"  {name}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return out
+
+
+def heap_profiles(cfg, pw, n, work):
+    """heaptrack of the unchanged and update `--once` cycles and of the daemon (first pass and
+    5 s of settling) at N namespaces: the peak heap and its top call sites, from heaptrack_print."""
+    out = {}
+    for phase in ("unchanged", "update", "daemon"):
+        data = Path(work) / f"heap-{phase}-{n}"
+        wrap = ["heaptrack", "-o", str(data)]
+        if phase == "update":
+            pw.write_text("heap-profile-password")
+        if phase == "daemon":
+            proc, _port, _ = start_daemon(cfg, n, wrap=wrap)
+            stop_daemon(proc)
+        else:
+            timed_once(cfg, wrap=wrap)
+        gz = next(Path(work).glob(f"heap-{phase}-{n}*"))
+        text = sh("heaptrack_print", "--print-peaks", "1", "--print-allocators", "0",
+                  "--print-temporary", "0", "--print-leaks", "0", "-n", "12", "-s", "3", str(gz)).stdout
+        out[phase] = text
+        (ROOT / f"bench/results/heap-{phase}-{n}.txt").write_text(text)
+        peak = re.search(r"peak heap memory consumption: (.*)", text)
+        print(f"  {phase}: peak heap {peak.group(1) if peak else '?'}", file=sys.stderr, flush=True)
+    return {k: re.search(r"peak heap memory consumption: (.*)", v).group(1) for k, v in out.items()}
+
+
 def run_size(n, sample_a, aws, work, only=None):
     prefix = f"b{n}-"
     create_namespaces(prefix, n)
@@ -254,6 +309,10 @@ def run_size(n, sample_a, aws, work, only=None):
     res = {"namespaces": n}
     if only == "daemon-static":
         res["daemon_static"] = daemon_static(prefix, n, work)
+        return res
+    if only in ("allocators", "heap"):
+        timed_once(str(cfg))  # the secrets exist: the cycles measured are unchanged and update
+        res[only] = allocators(str(cfg), pw, n) if only == "allocators" else heap_profiles(str(cfg), pw, n, work)
         return res
     for phase in ("create", "unchanged", "update"):
         if phase == "update":
@@ -317,11 +376,14 @@ def main():
     ap.add_argument("--ours", type=Path, default=OURS,
                     help="the regcred-refresher binary to measure (another commit's build, side by side)")
     ap.add_argument("--out", default="latest", help="results file name under bench/results/")
-    ap.add_argument("--only", choices=["daemon-static"],
-                    help="one phase alone (for a side-by-side of two builds), no table")
+    ap.add_argument("--only", choices=["daemon-static", "allocators", "heap"],
+                    help="one phase alone, no table: daemon-static (a side-by-side of two builds), "
+                         "allocators (glibc, jemalloc and mimalloc under the same binary), "
+                         "heap (heaptrack profiles to bench/results/heap-*.txt; use a --ours "
+                         "built with --profile profiling for named call sites)")
     args = ap.parse_args()
     OURS = args.ours.resolve()
-    for f in (OURS, BASELINE_B, AUDIT, MOTO_LOG):
+    for f in (OURS, AUDIT, MOTO_LOG) + (() if args.only else (BASELINE_B,)):
         if not f.exists():
             sys.exit(f"missing {f}: run through `make bench`")
     machine = f"{os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.platform()}"

@@ -124,8 +124,8 @@ impl OnceRun {
         let mut wanted = BTreeSet::new();
         for d in &assess.desired {
             let needed = resolution.targets.iter().any(|ns| {
-                let cur = live.get(&(ns.clone(), d.name.clone()));
-                matches!(self.writer.verdict(cur, d), Verdict::Write(_))
+                let cur = live.get(ns, &d.name);
+                matches!(self.writer.verdict(cur.as_ref(), d), Verdict::Write(_))
             });
             if needed {
                 wanted.insert(d.name.clone());

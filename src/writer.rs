@@ -4,8 +4,6 @@
 //! same-named secret someone else created is left untouched (a conflict) unless the user
 //! opted in to adopt it. No write unless [`decide`] finds one needed. Never deletes a secret.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta};
@@ -18,10 +16,12 @@ pub mod decide;
 mod desired;
 mod echo;
 mod error;
+mod live;
 mod service_accounts;
 
 pub use desired::{Content, DesiredSecret, Payload};
 pub use error::WriteError;
+pub use live::LiveSecrets;
 pub use service_accounts::SaOutcome;
 
 pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -90,10 +90,6 @@ fn reduce(s: &mut Secret) {
 
 /// Secrets per page of a list: bounds the size of one response.
 const LIST_PAGE: u32 = 500;
-
-/// The live secrets by (namespace, name), read in one list per configured name, each reduced
-/// to what a decision reads.
-pub type LiveSecrets = BTreeMap<(String, String), Secret>;
 
 /// What writing one secret into one namespace came to.
 #[derive(Debug)]
@@ -193,36 +189,37 @@ impl Writer {
     /// request plus the writes instead of a read per namespace. `None` when the list is not
     /// allowed (a namespaced install): each write then reads its own secret.
     pub async fn list_live(&self, names: &[&str]) -> Option<LiveSecrets> {
-        let api: Api<Secret> = Api::all(self.client.clone());
-        let mut live = LiveSecrets::new();
+        let mut live = LiveSecrets::default();
         for name in names {
-            // Paged: no single response (nor buffer) holds every secret of a name at once.
+            // Paged: no single response (nor buffer) holds every secret of a name at once,
+            // and each page is decoded into the compact form as it is parsed.
             let mut lp = kube::api::ListParams::default()
                 .fields(&format!("metadata.name={name}"))
                 .limit(LIST_PAGE);
             loop {
-                let page = match api.list(&lp).await {
+                let page = match self.list_page(&lp).await {
                     Ok(page) => page,
                     Err(error) => {
                         debug!(%error, "cannot list secrets by name; reading each namespace instead");
                         return None;
                     }
                 };
-                for mut s in page.items {
-                    reduce(&mut s);
-                    if let (Some(ns), Some(n)) =
-                        (s.metadata.namespace.clone(), s.metadata.name.clone())
-                    {
-                        live.insert((ns, n), s);
-                    }
-                }
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+                live.extend_page(page);
+                match next {
                     Some(token) => lp = lp.continue_token(&token),
                     None => break,
                 }
             }
         }
         Some(live)
+    }
+
+    async fn list_page(&self, lp: &kube::api::ListParams) -> Result<live::Page, kube::Error> {
+        let req = kube::core::Request::new("/api/v1/secrets")
+            .list(lp)
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request::<live::Page>(req).await
     }
 
     pub async fn write_secret(
@@ -245,12 +242,17 @@ impl Writer {
         live: Option<&LiveSecrets>,
     ) -> Result<Option<Secret>, WriteError> {
         match live {
-            Some(live) => Ok(live
-                .get(&(namespace.to_string(), name.to_string()))
-                .cloned()),
+            Some(live) => Ok(live.get(namespace, name)),
+            // Reduced as a listed one is: both paths decide on the same form.
             None => Api::<Secret>::namespaced(self.client.clone(), namespace)
                 .get_opt(name)
                 .await
+                .map(|s| {
+                    s.map(|mut s| {
+                        reduce(&mut s);
+                        s
+                    })
+                })
                 .map_err(|e| WriteError::from_kube(namespace, name, "get", e)),
         }
     }
@@ -354,6 +356,8 @@ pub fn manifest_yaml(secret: &Secret) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn desired(payload: &[u8]) -> DesiredSecret {

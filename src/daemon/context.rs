@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::DaemonState;
+use super::ahead::Ahead;
 use super::pass::{Finished, Passes};
 use super::prune::Prune;
 use super::watch::{NamespaceMeta, SecretMeta};
@@ -30,6 +31,8 @@ pub(super) struct Context {
     /// reconcile reads one only when it lacks a reference.
     accounts: Vec<(String, Store<ServiceAccount>)>,
     pub passes: Passes,
+    /// The live secrets of the pass under way, read ahead.
+    pub ahead: Arc<Ahead>,
     /// The plan with the credentials it was rendered from (held, so compared by identity):
     /// every reconcile of a pass shares one render instead of making its own.
     plan: Mutex<Option<RenderedPlan>>,
@@ -71,8 +74,10 @@ impl Context {
         managed: Vec<(String, Store<SecretMeta>)>,
         accounts: Vec<(String, Store<ServiceAccount>)>,
     ) -> Self {
+        let ahead = Arc::new(Ahead::new(state.config.secrets.len()));
         Self {
             state,
+            ahead,
             namespaces,
             managed,
             accounts,
@@ -117,6 +122,7 @@ impl Context {
     /// A pass that ended: its figures, readiness, and (once) the sweep of leftovers.
     pub(super) fn finish(self: &Arc<Self>, finished: Option<Finished>) {
         let Some(f) = finished else { return };
+        self.ahead.end_pass();
         let state = &self.state;
         state.metrics.pass_done(f.namespaces, f.took);
         let creds = state.creds.snapshot();
@@ -147,6 +153,22 @@ impl Context {
         ));
         *cached = Some((key, plan.clone()));
         plan
+    }
+
+    /// `namespace`'s live secrets from the pass's list, when the pass is waiting for it and
+    /// the list can be used; `None`: its reconcile reads them.
+    pub(super) async fn live_ahead(&self, namespace: &str) -> Option<crate::writer::LiveSecrets> {
+        if !self.passes.is_pending(namespace) {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .state
+            .config
+            .secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        self.ahead.take(&self.state.writer, &names, namespace).await
     }
 
     pub(super) fn decide_for(&self, ns: &NamespaceMeta) -> Decision {

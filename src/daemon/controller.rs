@@ -99,7 +99,13 @@ pub(super) async fn run(
             async move { cancel.cancelled().await }
         });
     for events in secret_events {
-        let changes = watch::changes(events, "secret", state.writer.clone(), relisted.clone());
+        let changes = watch::changes(
+            events,
+            "secret",
+            state.writer.clone(),
+            relisted.clone(),
+            Some(ctx.ahead.clone()),
+        );
         controller = controller.watches_stream(changes, watch::to_namespace::<SecretMeta>);
     }
     for events in account_events {
@@ -108,6 +114,7 @@ pub(super) async fn run(
             "serviceaccount",
             state.writer.clone(),
             relisted.clone(),
+            None,
         );
         controller = controller.watches_stream(changes, watch::to_namespace::<ServiceAccount>);
     }

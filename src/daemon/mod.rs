@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, SourceLabel};
 use crate::sources::Source;
 use crate::writer::Writer;
 
+mod ahead;
 mod cache;
 mod context;
 mod controller;

@@ -107,6 +107,14 @@ impl Passes {
         Self::finish_if_done(&mut guard)
     }
 
+    /// True while the pass under way waits for `namespace`.
+    pub fn is_pending(&self, namespace: &str) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .is_some_and(|p| p.as_ref().is_some_and(|p| p.pending.contains(namespace)))
+    }
+
     /// Counts one reconciled target namespace; the pass's summary when it was the last.
     pub fn done(&self, report: &NamespaceReport) -> Option<Finished> {
         let mut guard = self.0.lock().ok()?;

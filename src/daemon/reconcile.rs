@@ -48,12 +48,13 @@ pub(super) async fn reconcile(
         ctx.finish(ctx.passes.drop_namespace(&name));
         return Ok(Action::await_change());
     }
+    let live = ctx.live_ahead(&name).await;
     let report = cycle::write_namespace(
         &state.writer,
         &state.config,
         name.clone(),
         &plan,
-        None,
+        live.as_ref(),
         &*ctx,
     )
     .await;

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::ahead::Ahead;
 use super::wake::Wake;
 use crate::writer::Writer;
 
@@ -122,11 +123,13 @@ pub(super) fn after_first_list(
 /// The changes of a watched kind that call for a look at their namespace: not the initial
 /// list (the start-up pass covers it), not the echo of our own write. A re-list after the
 /// first (the watch lost track) calls for a pass: a deletion missed meanwhile is in no event.
+/// `ahead`: the pass's read-ahead list, told of each change (the managed-secret watches).
 pub(super) fn changes<K>(
     stream: impl Stream<Item = Events<K>> + Send + 'static,
     kind: &'static str,
     writer: Arc<Writer>,
     relisted: mpsc::UnboundedSender<Wake>,
+    ahead: Option<Arc<Ahead>>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Send + 'static,
@@ -134,6 +137,7 @@ where
     let mut listed_once = false;
     stream.filter_map(move |ev| {
         let writer = writer.clone();
+        let ahead = ahead.clone();
         let out = match ev {
             Ok(watcher::Event::Apply(obj)) => {
                 return Either::Left(async move {
@@ -142,6 +146,9 @@ where
                         None
                     } else {
                         debug!(kind, namespace = ?m.namespace, name = ?m.name, "change seen");
+                        if let (Some(a), Some(ns)) = (&ahead, &m.namespace) {
+                            a.changed(ns);
+                        }
                         Some(Ok(obj))
                     }
                 });
@@ -150,6 +157,9 @@ where
                 let m = obj.meta();
                 if let (Some(ns), Some(name)) = (&m.namespace, &m.name) {
                     writer.forget(kind, ns, name);
+                    if let Some(a) = &ahead {
+                        a.changed(ns);
+                    }
                 }
                 debug!(kind, namespace = ?m.namespace, name = ?m.name, "deletion seen");
                 Some(Ok(obj))
@@ -157,6 +167,9 @@ where
             Ok(watcher::Event::InitDone) => {
                 if listed_once {
                     let _ = relisted.send(Wake::Relisted);
+                    ahead.iter().for_each(|a| a.lost_track());
+                } else {
+                    ahead.iter().for_each(|a| a.watch_listed());
                 }
                 listed_once = true;
                 None
@@ -164,6 +177,7 @@ where
             Ok(_) => None,
             Err(error) => {
                 warn!(kind, %error, "watch error; retrying");
+                ahead.iter().for_each(|a| a.lost_track());
                 None
             }
         };

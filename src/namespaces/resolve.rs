@@ -2,7 +2,7 @@
 //! configured names as given, where listing is not allowed), or the daemon's watch cache.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
@@ -45,8 +45,9 @@ pub async fn resolve(
         // Let the server do the selector work; `decide` checks it again for the watch path.
         lp = lp.labels(&sel);
     }
-    let list = match list_pages(&api, lp).await {
-        Ok(list) => list,
+    let mut classifier = Classifier::new(filter);
+    match list_pages(&api, lp, |ns| classifier.add(&ns)).await {
+        Ok(()) => Ok(classifier.finish()),
         Err(kube::Error::Api(status)) if status.code == 403 && only_literals(filter) => {
             warn!("may not list namespaces; targeting the configured names as given");
             let mut r = Resolution::default();
@@ -56,29 +57,26 @@ pub async fn resolve(
                     other => r.skipped.push((name.to_string(), other)),
                 }
             }
-            return Ok(r);
+            Ok(r)
         }
-        Err(source) => return Err(NamespaceError::List { source }),
-    };
-    Ok(classify(filter, &list))
+        Err(source) => Err(NamespaceError::List { source }),
+    }
 }
 
-/// Every namespace's metadata, a page at a time, without managedFields (their bulk).
+/// Every namespace's metadata, a page at a time, each handed to `each` as it arrives: only
+/// what the filter decides is kept, never the whole list.
 async fn list_pages(
     api: &Api<Namespace>,
     lp: ListParams,
-) -> Result<Vec<PartialObjectMeta<Namespace>>, kube::Error> {
+    mut each: impl FnMut(PartialObjectMeta<Namespace>),
+) -> Result<(), kube::Error> {
     let mut lp = lp.limit(500);
-    let mut all = Vec::new();
     loop {
         let page = api.list_metadata(&lp).await?;
-        all.extend(page.items.into_iter().map(|mut ns| {
-            ns.metadata.managed_fields = None;
-            ns
-        }));
+        page.items.into_iter().for_each(&mut each);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(all),
+            None => return Ok(()),
         }
     }
 }
@@ -92,37 +90,64 @@ pub fn classify<N: Borrow<PartialObjectMeta<Namespace>>>(
     filter: &NamespaceFilter,
     list: &[N],
 ) -> Resolution {
-    let mut r = Resolution::default();
-    for ns in list.iter().map(Borrow::borrow) {
+    let mut c = Classifier::new(filter);
+    for ns in list {
+        c.add(ns.borrow());
+    }
+    c.finish()
+}
+
+/// The filter applied one namespace at a time (a list page or a cache entry).
+struct Classifier<'a> {
+    filter: &'a NamespaceFilter,
+    r: Resolution,
+    /// The literal names seen: the ones not seen are missing.
+    present: BTreeSet<String>,
+}
+
+impl<'a> Classifier<'a> {
+    fn new(filter: &'a NamespaceFilter) -> Self {
+        Self {
+            filter,
+            r: Resolution::default(),
+            present: BTreeSet::new(),
+        }
+    }
+
+    fn add(&mut self, ns: &PartialObjectMeta<Namespace>) {
         let Some(name) = ns.metadata.name.as_deref() else {
-            continue;
+            return;
         };
-        let decision = filter.decide_namespace(ns);
-        match decision {
-            Decision::Target => r.targets.push(name.to_string()),
+        let literal = self.filter.literal_names().any(|l| l == name);
+        if literal {
+            self.present.insert(name.to_string());
+        }
+        match self.filter.decide_namespace(ns) {
+            Decision::Target => self.r.targets.push(name.to_string()),
             Decision::NotIncluded => {}
-            Decision::SelectorMismatch if !filter.literal_names().any(|l| l == name) => {}
+            Decision::SelectorMismatch if !literal => {}
             other => {
                 debug!(namespace = name, reason = ?other, "namespace skipped");
-                r.skipped.push((name.to_string(), other));
+                self.r.skipped.push((name.to_string(), other));
             }
         }
     }
-    let present: std::collections::BTreeSet<&str> = list
-        .iter()
-        .filter_map(|n| n.borrow().metadata.name.as_deref())
-        .collect();
-    r.missing = filter
-        .literal_names()
-        .filter(|n| !present.contains(n))
-        .map(str::to_string)
-        .collect();
-    if filter.selector.is_some() {
-        // With a selector the server only returned matching namespaces; a literal name absent
-        // from that list may exist with other labels, so it is not "missing".
-        r.missing.clear();
+
+    fn finish(mut self) -> Resolution {
+        let r = &mut self.r;
+        r.missing = self
+            .filter
+            .literal_names()
+            .filter(|n| !self.present.contains(*n))
+            .map(str::to_string)
+            .collect();
+        if self.filter.selector.is_some() {
+            // With a selector the server only returned matching namespaces; a literal name
+            // absent from that list may exist with other labels, so it is not "missing".
+            r.missing.clear();
+        }
+        r.targets.sort();
+        r.missing.sort();
+        self.r
     }
-    r.targets.sort();
-    r.missing.sort();
-    r
 }
