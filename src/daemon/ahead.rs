@@ -9,16 +9,22 @@
 //! its secret from the server instead: a change seen before the namespace's turn marks it
 //! here, a change seen after it reconciles the namespace again (and its entry is gone by
 //! then). So the list is only used once every watch has listed (earlier changes would arrive
-//! as its initial list, which marks nothing), and is thrown away when a watch fails or lists
-//! again (what it missed meanwhile is in no event).
+//! as its initial list, which marks nothing): a pass waits for that, up to [`WATCHES_LISTED`].
+//! It is thrown away when a watch fails or lists again (what it missed meanwhile is in no
+//! event).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tracing::debug;
 
 use crate::writer::{LiveSecrets, Writer};
+
+/// How long a pass waits for the managed-secret watches' first list before it reads each
+/// namespace's secrets instead (their list takes a second or two at 10,000 namespaces).
+const WATCHES_LISTED: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 enum Stage {
@@ -41,7 +47,8 @@ pub(super) struct Ahead {
     /// One list at a time: the reconciles that reach it first wait for it.
     listing: tokio::sync::Mutex<()>,
     watches: usize,
-    listed: AtomicUsize,
+    /// How many of them have listed.
+    listed: watch::Sender<usize>,
 }
 
 impl Ahead {
@@ -51,7 +58,7 @@ impl Ahead {
             stage: Mutex::default(),
             listing: tokio::sync::Mutex::new(()),
             watches,
-            listed: AtomicUsize::new(0),
+            listed: watch::Sender::new(0),
         }
     }
 
@@ -61,7 +68,7 @@ impl Ahead {
 
     /// A managed-secret watch has listed for the first time.
     pub(super) fn watch_listed(&self) {
-        self.listed.fetch_add(1, Ordering::AcqRel);
+        self.listed.send_modify(|n| *n += 1);
     }
 
     /// A secret in `namespace` changed (not by us): it is read from the server.
@@ -95,10 +102,17 @@ impl Ahead {
         names: &[&str],
         namespace: &str,
     ) -> Option<LiveSecrets> {
-        if self.listed.load(Ordering::Acquire) < self.watches {
+        let mut listed = self.listed.subscribe();
+        let watches = self.watches;
+        let waited = tokio::time::timeout(WATCHES_LISTED, async {
+            listed.wait_for(|n| *n >= watches).await.is_ok()
+        })
+        .await;
+        if waited != Ok(true) {
             return None;
         }
-        if matches!(*self.stage(), Stage::Idle) {
+        if matches!(*self.stage(), Stage::Idle | Stage::Listing(_)) {
+            // The first lists; the others wait for its list.
             let _one = self.listing.lock().await;
             let idle = {
                 let mut stage = self.stage();
@@ -116,7 +130,9 @@ impl Ahead {
                         debug!(secrets = live.len(), "live secrets read ahead for the pass");
                         Stage::Listed { live, changed }
                     }
-                    _ => Stage::Unavailable,
+                    (Stage::Listing(_), None) => Stage::Unavailable,
+                    // Lost track (or the pass ended) meanwhile.
+                    (other, _) => other,
                 };
             }
         }
@@ -157,10 +173,13 @@ mod tests {
     async fn one_list_serves_the_pass_and_each_namespace_takes_its_secret_once() {
         let (client, log) = testing::server(|_| (200, secret_list(&["a", "b"])));
         let (w, ahead) = (writer(client), Ahead::new(1));
+        tokio::time::pause();
         assert!(
             ahead.take(&w, &["regcred"], "a").await.is_none(),
-            "not before the watch has listed"
+            "not before the watch has listed (waited {WATCHES_LISTED:?})"
         );
+        tokio::time::resume();
+        assert!(testing::requests(&log).is_empty());
         ahead.watch_listed();
         let a = ahead.take(&w, &["regcred"], "a").await.unwrap();
         assert!(a.get("a", "regcred").is_some());
@@ -181,6 +200,24 @@ mod tests {
             2,
             "the next pass lists again"
         );
+    }
+
+    #[tokio::test]
+    async fn reconciles_that_arrive_while_the_list_is_under_way_wait_for_it() {
+        let (client, log) = testing::server(|_| (200, secret_list(&["a", "b", "c"])));
+        let (w, ahead) = (writer(client), Ahead::new(1));
+        ahead.watch_listed();
+        let names = ["regcred"];
+        let (a, b, c) = tokio::join!(
+            ahead.take(&w, &names, "a"),
+            ahead.take(&w, &names, "b"),
+            ahead.take(&w, &names, "c")
+        );
+        assert_eq!(
+            [a, b, c].map(|l| l.map(|l| l.len())),
+            [Some(1), Some(1), Some(1)]
+        );
+        assert_eq!(testing::requests(&log).len(), 1);
     }
 
     #[tokio::test]

@@ -374,3 +374,83 @@ async fn names_no_longer_configured_are_pruned_by_name() {
         "a list of secrets without a name"
     );
 }
+
+/// Reads of one namespace's secret (`GET …/namespaces/<ns>/secrets/regcred`) and cluster-wide
+/// lists of secrets by name alone (not a watch: no label selector) seen so far.
+async fn reads_and_lists(api: &FaultProxy, namespaces: &[String]) -> (usize, usize) {
+    let log = api.log().await;
+    let gets = log
+        .iter()
+        .filter(|e| e["method"] == "GET")
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| {
+            namespaces
+                .iter()
+                .any(|ns| p.starts_with(&format!("/api/v1/namespaces/{ns}/secrets/regcred")))
+        })
+        .count();
+    let lists = log
+        .iter()
+        .filter(|e| e["method"] == "GET")
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| p.starts_with("/api/v1/secrets?") && !p.contains("labelSelector"))
+        .count();
+    (gets, lists)
+}
+
+/// A restart over namespaces that hold their secrets already: the first pass reads them in
+/// one paged list per configured name, not one read per namespace, and writes nothing. Where
+/// that list is refused it reads them one by one, and still writes nothing.
+#[tokio::test]
+async fn a_restart_reads_the_live_secrets_in_one_list_not_one_read_per_namespace() {
+    let r = Rig::new(json!([])).await;
+    let mut made = Vec::new();
+    for _ in 0..8 {
+        made.push(r.s.namespace(&r.prefix, &[], &[]).await);
+    }
+    let first = r.daemon(&r.all(), &[]).await;
+    for ns in &made {
+        first.await_secret(&r.s, ns, "regcred", true, 20).await;
+    }
+    drop(first);
+    for refused in [false, true] {
+        if refused {
+            r.api
+                .set_rules(json!([{"method": "GET", "path": "^/api/v1/secrets\\?(?!.*labelSelector)",
+                    "status": 403, "body": status(403, "Forbidden", "secrets is forbidden: cannot list resource \"secrets\" at the cluster scope")}]))
+                .await;
+        }
+        let (gets, lists) = reads_and_lists(&r.api, &made).await;
+        let patches: usize = {
+            let mut n = 0;
+            for ns in &made {
+                n += r.patches_of(ns).await;
+            }
+            n
+        };
+        let d = r.daemon(&r.all(), &[]).await;
+        assert!(
+            d.metric_reaches("regcred_cycle_duration_seconds_count", 1.0, 30)
+                .await,
+            "{}",
+            d.logs()
+        );
+        let (gets_after, lists_after) = reads_and_lists(&r.api, &made).await;
+        let mut patches_after = 0;
+        for ns in &made {
+            patches_after += r.patches_of(ns).await;
+        }
+        assert_eq!(patches_after, patches, "unchanged: no write; {}", d.logs());
+        if refused {
+            assert_eq!(gets_after - gets, made.len(), "one read each: {}", d.logs());
+        } else {
+            assert_eq!(
+                (gets_after - gets, lists_after - lists),
+                (0, 1),
+                "{}",
+                d.logs()
+            );
+        }
+        drop(d);
+    }
+}
