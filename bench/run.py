@@ -31,6 +31,7 @@ MOTO_LOG = WORLD / "logs/moto.log"
 ACCOUNT = os.environ.get("REGCRED_TEST_AWS_ACCOUNT_ID", "123456789012")
 ECR_HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
 CONCURRENCY = 16
+ALSO = []  # --also: more builds for --only heap|allocators
 
 
 def sh(*args, **kw):
@@ -269,28 +270,50 @@ def allocators(cfg, pw, n):
     return out
 
 
-def heap_profiles(cfg, pw, n, work):
+def where_bytes_go(text, top=8):
+    """heaptrack_print's peak backtraces summed by the first frame in our own code (src/…):
+    [(bytes at the peak, call site)], largest first."""
+    units = {"B": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    sums, amount = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\s+([\d.]+)([BKMG]) consumed over \d+ calls from:", line)
+        if m:
+            amount = float(m.group(1)) * units[m.group(2)]
+            continue
+        m = re.match(r"\s+at (src/\S+)", line)
+        if m and amount is not None:
+            sums[m.group(1)] = sums.get(m.group(1), 0) + amount
+            amount = None
+    return sorted(((round(v / 2**20, 2), k) for k, v in sums.items()), reverse=True)[:top]
+
+
+def heap_profiles(cfg, pw, n, work, label):
     """heaptrack of the unchanged and update `--once` cycles and of the daemon (first pass and
-    5 s of settling) at N namespaces: the peak heap and its top call sites, from heaptrack_print."""
+    5 s of settling) at N namespaces: the peak heap and where it goes (by our call site),
+    with heaptrack_print's text in bench/results/heap-<label>-<phase>-<n>.txt."""
     out = {}
+    data_dir = ROOT / "target/heap"
+    data_dir.mkdir(parents=True, exist_ok=True)
     for phase in ("unchanged", "update", "daemon"):
-        data = Path(work) / f"heap-{phase}-{n}"
+        data = data_dir / f"{label}-{phase}-{n}"
+        for old in data_dir.glob(f"{label}-{phase}-{n}*"):
+            old.unlink()
         wrap = ["heaptrack", "-o", str(data)]
         if phase == "update":
-            pw.write_text("heap-profile-password")
+            pw.write_text(f"heap-profile-password-{label}")
         if phase == "daemon":
             proc, _port, _ = start_daemon(cfg, n, wrap=wrap)
             stop_daemon(proc)
         else:
             timed_once(cfg, wrap=wrap)
-        gz = next(Path(work).glob(f"heap-{phase}-{n}*"))
+        gz = next(data_dir.glob(f"{label}-{phase}-{n}*"))
         text = sh("heaptrack_print", "--print-peaks", "1", "--print-allocators", "0",
-                  "--print-temporary", "0", "--print-leaks", "0", "-n", "12", "-s", "3", str(gz)).stdout
-        out[phase] = text
-        (ROOT / f"bench/results/heap-{phase}-{n}.txt").write_text(text)
+                  "--print-temporary", "0", "--print-leaks", "0", "-n", "20", "-s", "40", str(gz)).stdout
+        (ROOT / f"bench/results/heap-{label}-{phase}-{n}.txt").write_text(text)
         peak = re.search(r"peak heap memory consumption: (.*)", text)
-        print(f"  {phase}: peak heap {peak.group(1) if peak else '?'}", file=sys.stderr, flush=True)
-    return {k: re.search(r"peak heap memory consumption: (.*)", v).group(1) for k, v in out.items()}
+        out[phase] = {"peak_heap": peak.group(1) if peak else None, "where_mib": where_bytes_go(text)}
+        print(f"  {label} {phase}: {json.dumps(out[phase])}", file=sys.stderr, flush=True)
+    return out
 
 
 def run_size(n, sample_a, aws, work, only=None):
@@ -312,7 +335,14 @@ def run_size(n, sample_a, aws, work, only=None):
         return res
     if only in ("allocators", "heap"):
         timed_once(str(cfg))  # the secrets exist: the cycles measured are unchanged and update
-        res[only] = allocators(str(cfg), pw, n) if only == "allocators" else heap_profiles(str(cfg), pw, n, work)
+        global OURS
+        res[only], first = {}, OURS
+        for binary in [first, *ALSO]:
+            OURS = binary
+            label = binary.parent.name if binary.name == "regcred-refresher" else binary.name
+            res[only][label] = (allocators(str(cfg), pw, n) if only == "allocators"
+                                else heap_profiles(str(cfg), pw, n, work, label))
+        OURS = first
         return res
     for phase in ("create", "unchanged", "update"):
         if phase == "update":
@@ -381,8 +411,11 @@ def main():
                          "allocators (glibc, jemalloc and mimalloc under the same binary), "
                          "heap (heaptrack profiles to bench/results/heap-*.txt; use a --ours "
                          "built with --profile profiling for named call sites)")
+    ap.add_argument("--also", type=Path, action="append", default=[],
+                    help="with --only heap|allocators: another build measured in the same world")
     args = ap.parse_args()
     OURS = args.ours.resolve()
+    ALSO.extend(p.resolve() for p in args.also)
     for f in (OURS, AUDIT, MOTO_LOG) + (() if args.only else (BASELINE_B,)):
         if not f.exists():
             sys.exit(f"missing {f}: run through `make bench`")

@@ -40,7 +40,7 @@ pub(super) async fn run(
     let (ns_store, ns_events) = watch::cache(
         Api::<NamespaceMeta>::all(client.clone()),
         watcher::Config::default(),
-        watch::trim_namespace,
+        watch::namespace_trim(&config.namespaces),
     );
     let instance_labels = managed_selector(&config.instance);
     // Only pruning reads which managed secrets exist; without it their watch keeps nothing

@@ -3,6 +3,7 @@
 //! needs stays in memory (managedFields were the bulk); the initial list never triggers a
 //! reconcile (the first pass covers it), nor does the echo of our own write.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::ahead::Ahead;
 use super::wake::Wake;
+use crate::namespaces::{NamespaceFilter, SKIP_ANNOTATION};
 use crate::writer::Writer;
 
 pub(super) type NamespaceMeta = PartialObjectMeta<Namespace>;
@@ -32,7 +34,7 @@ type Events<K> = Result<watcher::Event<K>, watcher::Error>;
 pub(super) fn trimmed<K>(
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    trim: impl FnMut(&mut K) + Send + 'static,
 ) -> impl Stream<Item = Events<K>> + Send + 'static
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
@@ -45,7 +47,7 @@ where
 pub(super) fn cache<K>(
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    trim: impl FnMut(&mut K) + Send + 'static,
 ) -> (Store<K>, impl Stream<Item = Events<K>> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -55,16 +57,27 @@ where
     (store, trimmed(api, config, trim).reflect(writer))
 }
 
-/// What the namespace rules read.
-pub(super) fn trim_namespace(ns: &mut NamespaceMeta) {
-    ns.types = None;
-    ns.metadata = ObjectMeta {
-        name: ns.metadata.name.take(),
-        labels: ns.metadata.labels.take(),
-        annotations: ns.metadata.annotations.take(),
-        deletion_timestamp: ns.metadata.deletion_timestamp.take(),
-        resource_version: ns.metadata.resource_version.take(),
-        ..Default::default()
+/// What the namespace rules read: labels only when a selector reads them (every namespace
+/// carries at least `kubernetes.io/metadata.name`, a map allocation each), and of the
+/// annotations only the opt-out.
+pub(super) fn namespace_trim(filter: &NamespaceFilter) -> impl Fn(&mut NamespaceMeta) + use<> {
+    let labels = filter.reads_labels();
+    move |ns| {
+        ns.types = None;
+        let annotations = ns
+            .metadata
+            .annotations
+            .take()
+            .and_then(|mut a| a.remove_entry(SKIP_ANNOTATION))
+            .map(|kv| BTreeMap::from([kv]));
+        ns.metadata = ObjectMeta {
+            name: ns.metadata.name.take(),
+            labels: ns.metadata.labels.take().filter(|_| labels),
+            annotations,
+            deletion_timestamp: ns.metadata.deletion_timestamp.take(),
+            resource_version: ns.metadata.resource_version.take(),
+            ..Default::default()
+        }
     }
 }
 
@@ -183,4 +196,59 @@ where
         };
         Either::Right(std::future::ready(out))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed() -> NamespaceMeta {
+        let mut ns = NamespaceMeta::default();
+        ns.metadata.name = Some("team-a".into());
+        ns.metadata.labels = Some(BTreeMap::from([
+            ("kubernetes.io/metadata.name".into(), "team-a".into()),
+            ("team".into(), "a".into()),
+        ]));
+        ns.metadata.annotations = Some(BTreeMap::from([
+            (SKIP_ANNOTATION.into(), "true".into()),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".into(),
+                "{}".into(),
+            ),
+        ]));
+        ns.metadata.uid = Some("u-1".into());
+        ns
+    }
+
+    fn filter(selector: Option<&str>) -> NamespaceFilter {
+        NamespaceFilter::new(&["team-*".into()], &[], selector).unwrap()
+    }
+
+    #[test]
+    fn a_namespace_keeps_what_the_filter_reads_and_decides_as_before() {
+        for selector in [None, Some("team=a"), Some("team=b")] {
+            let f = filter(selector);
+            let mut ns = listed();
+            namespace_trim(&f)(&mut ns);
+            assert_eq!(
+                f.decide_namespace(&ns),
+                f.decide_namespace(&listed()),
+                "{selector:?}"
+            );
+            assert_eq!(
+                ns.metadata.labels.is_some(),
+                selector.is_some(),
+                "{selector:?}"
+            );
+            let kept: Vec<_> = ns
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(kept, [SKIP_ANNOTATION]);
+            assert!(ns.metadata.uid.is_none());
+        }
+    }
 }

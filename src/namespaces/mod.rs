@@ -112,6 +112,11 @@ impl NamespaceFilter {
             .filter(|p| !p.contains(['*', '?', '[']))
     }
 
+    /// Whether a decision reads a namespace's labels (only a selector does).
+    pub fn reads_labels(&self) -> bool {
+        self.selector.is_some()
+    }
+
     pub fn selector_string(&self) -> Option<String> {
         self.selector.as_ref().map(ToString::to_string)
     }
