@@ -276,7 +276,7 @@ def where_bytes_go(text, top=8):
     units = {"B": 1, "K": 1e3, "M": 1e6, "G": 1e9}
     sums, amount = {}, None
     for line in text.splitlines():
-        m = re.match(r"\s+([\d.]+)([BKMG]) consumed over \d+ calls from:", line)
+        m = re.match(r"\s*([\d.]+)([BKMG]) consumed over \d+ calls from:", line)
         if m:
             amount = float(m.group(1)) * units[m.group(2)]
             continue
