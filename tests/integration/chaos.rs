@@ -1185,6 +1185,7 @@ fn assert_targets(run: &Run) {
 /// The short version, in `make test`: 6 targets, 100 s of chaos at 120× (Google tokens of
 /// 30 s, ECR 6 min) with the faults local to this test, then the control.
 #[tokio::test]
+#[ignore = "never run in a world yet (issue 22 in progress): run it with `cargo test --test tests -- --ignored chaos_short` before it joins make test"]
 async fn chaos_short_no_pull_refused_and_a_stopped_refresher_is_seen() {
     let plan = Plan {
         name: "short",
