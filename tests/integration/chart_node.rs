@@ -25,14 +25,14 @@ use serde_json::json;
 use super::common::*;
 use super::node_pull::{Outcome, create_pod, events, outcome, push_image, quay_config};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/regcred-refresher");
+pub(super) const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/regcred-refresher");
 /// The chart's defaults that the figures are compared with (values.yaml).
 const DEFAULT_REQUEST_MEMORY: u64 = 32 << 20;
 const DEFAULT_LIMIT_MEMORY: u64 = 128 << 20;
 const DEFAULT_REQUEST_CPU_MILLI: f64 = 10.0;
 const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
-fn helm_bin() -> PathBuf {
+pub(super) fn helm_bin() -> PathBuf {
     if let Ok(h) = std::env::var("REGCRED_TEST_HELM") {
         return h.into();
     }
@@ -49,7 +49,7 @@ fn helm_bin() -> PathBuf {
 }
 
 /// `helm ARGS` with Helm's own directories in the scratch dir; panics unless it succeeds.
-async fn helm(s: &Scratch, args: &[&str]) -> String {
+pub(super) async fn helm(s: &Scratch, args: &[&str]) -> String {
     let home = s.dir.join("helm");
     let out = tokio::process::Command::new(helm_bin())
         .args(args)
@@ -70,10 +70,10 @@ async fn helm(s: &Scratch, args: &[&str]) -> String {
 
 /// Uninstalls the release when the test ends, also on a panic (its ClusterRole and binding
 /// outlive the namespaces the Scratch deletes).
-struct Release {
-    name: String,
-    namespace: String,
-    home: PathBuf,
+pub(super) struct Release {
+    pub(super) name: String,
+    pub(super) namespace: String,
+    pub(super) home: PathBuf,
 }
 
 impl Drop for Release {
@@ -150,7 +150,7 @@ async fn push_layer_image(
 
 /// The refresher's image as the Dockerfile's runtime stage declares it: the binary at
 /// /usr/local/bin/regcred-refresher (the entrypoint), user 65532.
-async fn refresher_image(s: &Scratch) -> String {
+pub(super) async fn refresher_image(s: &Scratch) -> String {
     push_layer_image(
         s,
         "regcred/refresher",
@@ -173,7 +173,7 @@ async fn curl_image(s: &Scratch) -> String {
 /// What a user creates before `helm install`: the release namespace (Pod Security
 /// `restricted`, enforced), the pull secret for the refresher's own image (written by an
 /// earlier run of ours from outside) and the registry password's Secret.
-async fn release_namespace(s: &Scratch) -> String {
+pub(super) async fn release_namespace(s: &Scratch) -> String {
     let ns = s
         .namespace(
             "chart-rel",
@@ -213,7 +213,7 @@ fn values(s: &Scratch, image: &str, targets: &str, extra: &str) -> String {
 }
 
 /// The release's pods (by the chart's instance label).
-async fn release_pods(s: &Scratch, ns: &str, release: &str) -> Vec<Pod> {
+pub(super) async fn release_pods(s: &Scratch, ns: &str, release: &str) -> Vec<Pod> {
     let lp = ListParams::default().labels(&format!(
         "app.kubernetes.io/instance={release},app.kubernetes.io/name=regcred-refresher"
     ));
@@ -224,7 +224,7 @@ async fn release_pods(s: &Scratch, ns: &str, release: &str) -> Vec<Pod> {
         .items
 }
 
-fn is_ready(p: &Pod) -> bool {
+pub(super) fn is_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status
             .as_ref()
@@ -234,7 +234,13 @@ fn is_ready(p: &Pod) -> bool {
 
 /// Waits (up to `secs`) until the Deployment has `n` ready replicas of its current template
 /// and exactly `n` pods, all Ready; fails with the pods' events and the ReplicaSet's story.
-async fn await_ready(s: &Scratch, ns: &str, release: &str, n: usize, secs: u64) -> Vec<Pod> {
+pub(super) async fn await_ready(
+    s: &Scratch,
+    ns: &str,
+    release: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<Pod> {
     let deploy = Api::<Deployment>::namespaced(s.client.clone(), ns);
     let full = format!("{release}-regcred-refresher");
     let ok = wait_until(Duration::from_secs(secs), || async {
@@ -275,7 +281,7 @@ async fn await_ready(s: &Scratch, ns: &str, release: &str, n: usize, secs: u64) 
     release_pods(s, ns, release).await
 }
 
-async fn kubectl(args: &[&str]) -> String {
+pub(super) async fn kubectl(args: &[&str]) -> String {
     let out = tokio::process::Command::new("kubectl")
         .args(args)
         .output()
@@ -303,7 +309,7 @@ async fn await_secret(s: &Scratch, ns: &str, secs: u64) -> Secret {
     secret
 }
 
-async fn lease_holder(s: &Scratch, ns: &str, name: &str) -> Option<String> {
+pub(super) async fn lease_holder(s: &Scratch, ns: &str, name: &str) -> Option<String> {
     Api::<Lease>::namespaced(s.client.clone(), ns)
         .get_opt(name)
         .await

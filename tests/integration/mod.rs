@@ -1,5 +1,6 @@
 mod acr;
 mod bad_input;
+mod chaos;
 mod chart_node;
 mod common;
 mod controller;
