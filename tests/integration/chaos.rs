@@ -68,7 +68,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_env(mut self) -> Self {
+    fn with_env_overrides(mut self) -> Self {
         let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = num("REGCRED_CHAOS_SPEED") {
             self.speed = v;
@@ -1214,7 +1214,7 @@ async fn chaos_day() {
         burst: 5,
         world_faults: true,
     }
-    .from_env();
+    .with_env_overrides();
     let run = chaos(plan).await;
     save(&run, "chaos-day");
     assert_targets(&run);
