@@ -19,6 +19,11 @@ use super::link::Link;
 struct Rig {
     s: Scratch,
     prefix: String,
+    /// This rig's instance: pruning sweeps the managed secrets of its instance in every
+    /// namespace it does not target, so with the default instance a test's `--prune` deleted
+    /// the secrets of the tests running beside it (`a_restart_reads_the_live_secrets_…` lost
+    /// its eight between two daemons in a cold `.ci/run`).
+    instance: String,
     api: FaultProxy,
     link: Link,
 }
@@ -27,11 +32,13 @@ impl Rig {
     async fn new(rules: Value) -> Self {
         let s = Scratch::new().await;
         let prefix = unique("ct");
+        let instance = unique("ct");
         let api = FaultProxy::api_server(&s, rules).await;
         let link = Link::to(([127, 0, 0, 1], api.port).into()).await;
         Self {
             s,
             prefix,
+            instance,
             api,
             link,
         }
@@ -59,6 +66,8 @@ impl Rig {
             "1",
             "--max-backoff",
             "2",
+            "--instance",
+            &self.instance,
         ];
         args.extend_from_slice(extra);
         DaemonProc::start(
@@ -347,7 +356,7 @@ async fn names_no_longer_configured_are_pruned_by_name() {
     };
     let ours = [
         ("app.kubernetes.io/managed-by", "regcred-refresher"),
-        ("regcred-refresher.io/instance", "default"),
+        ("regcred-refresher.io/instance", r.instance.as_str()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
