@@ -769,6 +769,30 @@ async fn every_bad_input_exits_2_before_the_cluster_naming_field_value_and_fix()
         });
     }
 
+    // An image without a CA store (SSL_CERT_FILE and SSL_CERT_DIR name empty ones here): the
+    // Google key is fine, the error must not say to replace it.
+    let no_ca_file = s.file("no-ca.pem", "");
+    let no_ca_dir = s.dir.join("no-ca.d");
+    std::fs::create_dir_all(&no_ca_dir).unwrap();
+    cases.push(Case {
+        name: "no CA certificates for Google's token endpoint",
+        args: ["--once", "--diff", "--config", c]
+            .map(String::from)
+            .to_vec(),
+        env: vec![
+            ("SSL_CERT_FILE", no_ca_file.to_str().unwrap().to_string()),
+            ("SSL_CERT_DIR", no_ca_dir.to_str().unwrap().to_string()),
+        ],
+        want: [
+            "registries[1].google.keyFile",
+            "no CA certificates",
+            "SSL_CERT_FILE",
+            "fix:",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+
     let mut failures = Vec::new();
     for case in &cases {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
