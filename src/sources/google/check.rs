@@ -78,6 +78,20 @@ fn credentials_file(field: &str, text: &str) -> Checked<Kind> {
             // paste, a PKCS#1 key) would fail every fetch of a daemon that started fine.
             // Its error names what failed, never the key's bytes.
             gcp_auth::CustomServiceAccount::from_json(text).map_err(|e| {
+                // The loader also builds its HTTPS client, from the system's CA store: an
+                // image without one is no fault of the key, and a new key would not help.
+                if let gcp_auth::Error::Io(what, _) = &e
+                    && what.contains("root certificates")
+                {
+                    return ConfigError::invalid(
+                        field,
+                        &format!(
+                            "no CA certificates to verify Google's token endpoint with ({})",
+                            crate::error_chain::one_line(&e)
+                        ),
+                        "run an image that has the system CA bundle (the project's image does: /etc/ssl/certs/ca-certificates.crt), or mount one and point SSL_CERT_FILE at it",
+                    );
+                }
                 ConfigError::invalid(
                     field,
                     &format!(
