@@ -41,7 +41,7 @@ where
         .with_namespace(&lease.lease_namespace)
         .with_identity(&lease.identity)
         .with_duration(duration)
-        .with_grace((duration / 3).max(1))
+        .with_grace(grace_secs(lease.lease_duration))
         .with_field_manager(field_manager.to_string())
         .build()
         .await
@@ -103,6 +103,12 @@ where
     result
 }
 
+/// How long before the Lease's expiry the manager renews it: half its duration, so that a
+/// renewal lands well before the fence's deadline (four fifths) and a read sees it in between.
+fn grace_secs(duration: Duration) -> u64 {
+    (duration.as_secs() / 3).max(1)
+}
+
 /// Our own reading of the Lease: whether it shows this process as the holder, renewed
 /// recently enough to write.
 struct Fence {
@@ -154,12 +160,27 @@ impl Fence {
 
     /// Resolves once no renewal has been confirmed in time (`valid_until` moves forward with
     /// each one seen), or the Lease shows another holder.
+    ///
+    /// Reads every margin, and once more between the manager's renewal and the deadline: with
+    /// reads every margin alone, one that fell just before the renewal left the next one past
+    /// the deadline, and a holder renewing on time stopped its writes and took the Lease again
+    /// (every 30 s under the chart's defaults in the chaos test).
     async fn hold(&self, mut valid_until: tokio::time::Instant) {
         let poll = self.margin().max(Duration::from_secs(1));
+        // The deadline is 4/5 of the duration after a renewal, the next renewal comes
+        // `duration - grace` after it: read halfway between the two.
+        let renew_after = self.duration - Duration::from_secs(grace_secs(self.duration));
+        let before_deadline = (self.duration - self.margin()).saturating_sub(renew_after) / 2;
         loop {
+            let now = tokio::time::Instant::now();
+            let last_look = valid_until
+                .checked_sub(before_deadline)
+                .filter(|t| *t > now);
+            let _ = last_look;
+            let next = now + poll;
             tokio::select! {
                 _ = tokio::time::sleep_until(valid_until) => return,
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
             // Unreachable: keep the last confirmed time; the deadline decides, also while a
             // read hangs (a server that accepts and never answers).
@@ -305,11 +326,38 @@ mod tests {
             })
         };
         assert_eq!(held(&fence(client, now)).await, Duration::from_secs(42));
-        // One read per margin (3 s) until the deadline.
+        // One read per margin (3 s), and the last look between the renewal due and the deadline.
         let seen = testing::requests(&log);
         assert_eq!(seen.len(), 13, "{seen:?}");
         assert!(seen.iter().all(|s| s.line()
             == "GET /apis/coordination.k8s.io/v1/namespaces/ops/leases/regcred-refresher"));
+    }
+
+    /// The manager renews `duration - grace` after each renewal, not continuously: a holder
+    /// whose renewals all land on time keeps writing.
+    #[tokio::test(start_paused = true)]
+    async fn renewals_on_the_managers_schedule_are_seen_before_each_deadline() {
+        let now = clock();
+        let every = DURATION - Duration::from_secs(grace_secs(DURATION));
+        let (client, _) = {
+            let now = now.clone();
+            testing::server(move |_| {
+                let elapsed = (now() - base()).to_std().unwrap();
+                let renewals = elapsed.as_millis() / every.as_millis();
+                let last = base() + chrono::Duration::from_std(every * renewals as u32).unwrap();
+                (200, serde_json::to_value(lease("me", last)).unwrap())
+            })
+        };
+        let f = fence(client, now);
+        let start = tokio::time::Instant::now();
+        let hold = f.hold(start + DURATION - f.margin());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), hold)
+                .await
+                .is_err(),
+            "the hold ended after {:?} although every renewal came on time",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
