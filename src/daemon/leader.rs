@@ -106,7 +106,7 @@ where
 /// How long before the Lease's expiry the manager renews it: half its duration, so that a
 /// renewal lands well before the fence's deadline (four fifths) and a read sees it in between.
 fn grace_secs(duration: Duration) -> u64 {
-    (duration.as_secs() / 3).max(1)
+    (duration.as_secs() / 2).max(1)
 }
 
 /// Our own reading of the Lease: whether it shows this process as the holder, renewed
@@ -176,8 +176,7 @@ impl Fence {
             let last_look = valid_until
                 .checked_sub(before_deadline)
                 .filter(|t| *t > now);
-            let _ = last_look;
-            let next = now + poll;
+            let next = last_look.map_or(now + poll, |t| t.min(now + poll));
             tokio::select! {
                 _ = tokio::time::sleep_until(valid_until) => return,
                 _ = tokio::time::sleep_until(next) => {}
@@ -328,7 +327,7 @@ mod tests {
         assert_eq!(held(&fence(client, now)).await, Duration::from_secs(42));
         // One read per margin (3 s), and the last look between the renewal due and the deadline.
         let seen = testing::requests(&log);
-        assert_eq!(seen.len(), 13, "{seen:?}");
+        assert_eq!(seen.len(), 14, "{seen:?}");
         assert!(seen.iter().all(|s| s.line()
             == "GET /apis/coordination.k8s.io/v1/namespaces/ops/leases/regcred-refresher"));
     }
