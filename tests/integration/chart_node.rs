@@ -94,7 +94,7 @@ impl Drop for Release {
 }
 
 /// `crane append` of a layer made of `files` (host path, path in the image) and the shared
-/// libraries they load (`ldd`) onto the world's busybox image in quay.io's registry, then
+/// libraries the executables among them load (`ldd`) onto the world's busybox image in quay.io's registry, then
 /// `crane mutate` with `entrypoint` (empty: none) and user 65532. Returns the image
 /// (`quay.io/<repo>:1`).
 async fn push_layer_image(
@@ -106,6 +106,12 @@ async fn push_layer_image(
     let root = s.dir.join(unique("image-root"));
     std::fs::create_dir_all(&root).unwrap();
     for (host, inside) in files {
+        let dest = root.join(inside.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        if !std::fs::read(host).unwrap().starts_with(b"\x7fELF") {
+            std::fs::copy(host, &dest).unwrap();
+            continue;
+        }
         let out = std::process::Command::new("ldd")
             .arg(host)
             .output()
@@ -119,8 +125,6 @@ async fn push_layer_image(
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
             std::fs::copy(lib, &dest).unwrap();
         }
-        let dest = root.join(inside.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         let st = std::process::Command::new("objcopy")
             .arg("--strip-debug")
             .arg(host)
@@ -154,7 +158,14 @@ pub(super) async fn refresher_image(s: &Scratch) -> String {
     push_layer_image(
         s,
         "regcred/refresher",
-        &[(&bin(), "/usr/local/bin/regcred-refresher")],
+        &[
+            (&bin(), "/usr/local/bin/regcred-refresher"),
+            // distroless/cc-debian12's CA bundle, at its path: Google's token client loads it.
+            (
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/ssl/certs/ca-certificates.crt",
+            ),
+        ],
         "/usr/local/bin/regcred-refresher",
     )
     .await
