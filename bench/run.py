@@ -411,10 +411,19 @@ def main():
                          "allocators (glibc, jemalloc and mimalloc under the same binary), "
                          "heap (heaptrack profiles to bench/results/heap-*.txt; use a --ours "
                          "built with --profile profiling for named call sites)")
+    ap.add_argument("--allocators", help="with --only allocators: a comma list of the ALLOCATORS to measure (default: all)")
     ap.add_argument("--also", type=Path, action="append", default=[],
                     help="with --only heap|allocators: another build measured in the same world")
     args = ap.parse_args()
     OURS = args.ours.resolve()
+    if args.allocators:
+        keep = args.allocators.split(",")
+        unknown = [a for a in keep if a not in ALLOCATORS]
+        if unknown:
+            sys.exit(f"--allocators: unknown {unknown}; known: {list(ALLOCATORS)}")
+        for name in list(ALLOCATORS):
+            if name not in keep:
+                del ALLOCATORS[name]
     ALSO.extend(p.resolve() for p in args.also)
     for f in (OURS, AUDIT, MOTO_LOG) + (() if args.only else (BASELINE_B,)):
         if not f.exists():
