@@ -260,7 +260,8 @@ def allocators(cfg, pw, n):
             out[name] = {"missing": lib}
             continue
         row = {"unchanged": timed_once(cfg, env=env)}
-        pw.write_text(f"password-{name}")
+        # Per build and allocator: a password seen before would make the "update" unchanged.
+        pw.write_text(f"password-{OURS}-{name}")
         row["update"] = timed_once(cfg, env=env)
         proc, _port, d = start_daemon(cfg, n, env=env)
         stop_daemon(proc)
