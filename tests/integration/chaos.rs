@@ -1231,6 +1231,13 @@ fn assert_targets(run: &Run) {
     let m = &r["main"];
     assert!(m["pods_started"].as_u64().unwrap() > 0, "{r:#}");
     assert_eq!(m["pulls_refused"], 0, "pulls refused under chaos: {r:#}");
+    // Pulls that failed for another reason are not refusals, but only the kubelet's own
+    // throttle may explain one: any other error (a relay down, a wrong image) is the test's.
+    let others = m["pull_errors_not_credentials"].as_object().unwrap();
+    assert!(
+        others.keys().all(|k| k == "kubelet registryPullQPS"),
+        "pulls failed for a reason that is neither a credential nor the kubelet's throttle: {r:#}"
+    );
     for src in ["ecr", "google"] {
         let f = m["min_remaining_fraction"][src]["fraction"]
             .as_f64()
@@ -1261,7 +1268,8 @@ fn assert_targets(run: &Run) {
 /// behind the node's other pulls (serialized by default), so a pull can present a token up to
 /// a pull queue's wait after the refresher replaced it. At 120× (30 s tokens, replaced with
 /// 7.5 s left) a burst of probe pods let tokens expire in that queue while every secret still
-/// held a quarter of its life; at the real 15 minutes of margin the queue is irrelevant.
+/// held at least 23 % of its token's life; at the real 15 minutes of margin the queue is
+/// irrelevant.
 #[tokio::test]
 async fn chaos_short_no_pull_refused_and_a_stopped_refresher_is_seen() {
     let plan = Plan {

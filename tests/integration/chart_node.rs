@@ -94,8 +94,8 @@ impl Drop for Release {
 }
 
 /// `crane append` of a layer made of `files` (host path, path in the image) and the shared
-/// libraries the executables among them load (`ldd`) onto the world's busybox image in quay.io's registry, then
-/// `crane mutate` with `entrypoint` (empty: none) and user 65532. Returns the image
+/// libraries the executables among them load (`ldd`) onto the world's busybox image in
+/// quay.io's registry, then `crane mutate` with `entrypoint` (empty: none) and user 65532. Returns the image
 /// (`quay.io/<repo>:1`).
 async fn push_layer_image(
     s: &Scratch,
@@ -108,7 +108,11 @@ async fn push_layer_image(
     for (host, inside) in files {
         let dest = root.join(inside.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        if !std::fs::read(host).unwrap().starts_with(b"\x7fELF") {
+        let mut magic = [0u8; 4];
+        let elf = std::io::Read::read_exact(&mut std::fs::File::open(host).unwrap(), &mut magic)
+            .is_ok()
+            && magic == *b"\x7fELF";
+        if !elf {
             std::fs::copy(host, &dest).unwrap();
             continue;
         }
