@@ -97,7 +97,7 @@ impl Drop for Release {
 /// libraries the executables among them load (`ldd`) onto the world's busybox image in
 /// quay.io's registry, then `crane mutate` with `entrypoint` (empty: none) and user 65532. Returns the image
 /// (`quay.io/<repo>:1`).
-async fn push_layer_image(
+pub(super) async fn push_layer_image(
     s: &Scratch,
     repo: &str,
     files: &[(&str, &str)],
@@ -120,11 +120,14 @@ async fn push_layer_image(
             .arg(host)
             .output()
             .unwrap();
-        assert!(out.status.success(), "ldd {host}: {out:?}");
-        for lib in String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
+        // A static executable (kubectl, Go) loads nothing: ldd says so and fails.
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || text.contains("not a dynamic executable"),
+            "ldd {host}: {out:?}"
+        );
+        for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
             let dest = root.join(lib.trim_start_matches('/'));
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
             std::fs::copy(lib, &dest).unwrap();
@@ -177,7 +180,7 @@ pub(super) async fn refresher_image(s: &Scratch) -> String {
 
 /// The `helm test` Pod's image (the chart's default is docker.io/curlimages/curl, which this
 /// world cannot reach): this machine's curl, in the same registry.
-async fn curl_image(s: &Scratch) -> String {
+pub(super) async fn curl_image(s: &Scratch) -> String {
     let curl = ["/usr/bin/curl", "/bin/curl"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -309,7 +312,7 @@ pub(super) async fn kubectl(args: &[&str]) -> String {
     )
 }
 
-async fn await_secret(s: &Scratch, ns: &str, secs: u64) -> Secret {
+pub(super) async fn await_secret(s: &Scratch, ns: &str, secs: u64) -> Secret {
     let ok = wait_until(Duration::from_secs(secs), || async {
         s.secret(ns, "regcred").await.is_some()
     })
@@ -499,7 +502,6 @@ async fn figures(pod: &Pod, window: Duration) {
 /// - `helm test`: its Pod (curl on /readyz through the Service) runs and succeeds, admitted
 ///   under `restricted` too.
 #[tokio::test]
-#[ignore = "flaky under load: in .ci/run from a fresh clone of 43aaa8f its last step, helm test after the second hand-over, failed (the test pod's /readyz through the Service timed out) after passing in 4 runs alone; run it with `cargo test --test tests -- --ignored chart_deployment`"]
 async fn chart_deployment_on_the_node_with_defaults() {
     let s = Scratch::new().await;
     let rel_ns = release_namespace(&s).await;
@@ -606,6 +608,20 @@ async fn chart_deployment_on_the_node_with_defaults() {
     )
     .await;
     let pods = await_ready(&s, &rel_ns, &release, 2, 120).await;
+    // helm test: its Pod asks the Service for /readyz, with both replicas Ready behind it.
+    // (After the hand-overs below, in .ci/run of 43aaa8f, the one pod left behind the
+    // Service did not answer within the test's minute of retries on a loaded node.)
+    let t = Instant::now();
+    let out = helm(&s, &["test", &release, "-n", &rel_ns, "--timeout", "3m"]).await;
+    assert!(out.contains("Phase:") && out.contains("Succeeded"), "{out}");
+    eprintln!(
+        "chart_node helm test: passed in {:?}: {}",
+        t.elapsed(),
+        out.lines()
+            .filter(|l| l.contains("TEST SUITE") || l.contains("Phase"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let leader = lease_holder(&s, &rel_ns, &full).await.expect("a holder");
     let follower = pods
         .iter()
@@ -757,21 +773,6 @@ async fn chart_deployment_on_the_node_with_defaults() {
     for t in [&t1, &t2, &t3] {
         await_secret(&s, t, 1).await;
     }
-    // (The ReplicaSet's replacement comes at its controller's next retry after the quota went,
-    // which can take minutes: `helm test` below needs the one Ready pod behind the Service.)
-
-    // helm test: its Pod asks the Service for /readyz.
-    let t = Instant::now();
-    let out = helm(&s, &["test", &release, "-n", &rel_ns, "--timeout", "3m"]).await;
-    assert!(out.contains("Phase:") && out.contains("Succeeded"), "{out}");
-    eprintln!(
-        "chart_node helm test: passed in {:?}: {}",
-        t.elapsed(),
-        out.lines()
-            .filter(|l| l.contains("TEST SUITE") || l.contains("Phase"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
 }
 
 /// Cronjob mode, the chart's defaults otherwise: `helm install` waits for the post-install

@@ -35,14 +35,14 @@ pub(super) const AWS_CREDENTIAL_ENV: &[&str] = &[
 const ROLE: &str = "arn:aws:iam::123456789012:role/regcred-irsa";
 
 /// Sets every keyless endpoint to "ok", then applies `modes`.
-async fn endpoints(modes: Value) {
+pub(super) async fn endpoints(modes: Value) {
     let all_ok =
         json!({"imds": {"mode": "ok"}, "gke": {"mode": "ok"}, "pod_identity": {"mode": "ok"}});
     cloud_fixture("POST", "control", &all_ok).await;
     cloud_fixture("POST", "control", &modes).await;
 }
 
-async fn stats() -> Value {
+pub(super) async fn stats() -> Value {
     cloud_fixture("GET", "stats", &Value::Null).await
 }
 

@@ -1,6 +1,7 @@
 mod acr;
 mod bad_input;
 mod chaos;
+mod chart_lifecycle;
 mod chart_node;
 mod common;
 mod controller;

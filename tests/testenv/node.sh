@@ -11,7 +11,7 @@
 #                     kube-apiserver's advertise address (the `kubernetes` Service's endpoint)
 #   10.99.0.10:53     CoreDNS (the kubelet's clusterDNS)
 #   10.99.0.11..15    registries: ECR, Artifact Registry + gcr.io, ACR, ECR Public, quay.io
-#   10.244.0.0/24     pods (bridge cni0, host-local IPAM, no masquerade)
+#   10.244.0.0/22     pods (bridge cni0, host-local IPAM, no masquerade)
 #   10.0.0.0/24       Services (kube-proxy)
 #
 # Host quirks and what gets past each (../shared/PROBES.md, "Measured in round 3"):
@@ -33,7 +33,7 @@
 NODE_NAME=regcred-node
 NODE_IP=10.99.0.2
 NODE_DNS_IP=10.99.0.10
-POD_CIDR=10.244.0.0/24
+POD_CIDR=10.244.0.0/22
 POD_GW=10.244.0.1
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.1
 # Registry names -> address (one front per address; see tests/fixtures/registry_front.py).
