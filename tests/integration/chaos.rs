@@ -732,15 +732,7 @@ config:
     )
     .await;
     await_ready(&s, &rel_ns, &release, 2, 180).await;
-    let all_written = wait_until(Duration::from_secs(60), || async {
-        for ns in &initial {
-            if s.secret(ns, "regcred").await.is_none() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let all_written = s.secrets_appear(&initial, "regcred", 60).await;
     assert!(
         all_written,
         "the chart's refresher never wrote every target"

@@ -203,6 +203,19 @@ impl Scratch {
             .await
             .unwrap()
     }
+
+    /// Whether `name` exists in every one of `namespaces` within `secs`.
+    pub async fn secrets_appear(&self, namespaces: &[String], name: &str, secs: u64) -> bool {
+        wait_until(std::time::Duration::from_secs(secs), || async {
+            for ns in namespaces {
+                if self.secret(ns, name).await.is_none() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
 }
 
 impl Drop for Scratch {
