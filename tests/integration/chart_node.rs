@@ -180,7 +180,7 @@ pub(super) async fn refresher_image(s: &Scratch) -> String {
 
 /// The `helm test` Pod's image (the chart's default is docker.io/curlimages/curl, which this
 /// world cannot reach): this machine's curl, in the same registry.
-pub(super) async fn curl_image(s: &Scratch) -> String {
+async fn curl_image(s: &Scratch) -> String {
     let curl = ["/usr/bin/curl", "/bin/curl"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -499,8 +499,8 @@ async fn figures(pod: &Pod, window: Duration) {
 ///   other replica takes the Lease within the lease duration (15 s by default), the earlier
 ///   targets keep their secret, and a new target namespace gets its secret from the new leader
 ///   and its first pod pulls;
-/// - `helm test`: its Pod (curl on /readyz through the Service) runs and succeeds, admitted
-///   under `restricted` too.
+/// - `helm test`, once the two replicas are Ready (before the hand-overs): its Pod (curl on
+///   /readyz through the Service) runs and succeeds, admitted under `restricted` too.
 #[tokio::test]
 async fn chart_deployment_on_the_node_with_defaults() {
     let s = Scratch::new().await;
