@@ -213,10 +213,9 @@ mod tests {
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     const CLIENT: &str = "00000000-1111-2222-3333-444444444444";
 
+    // Only existence is checked at start; a file of the checkout serves and leaves nothing in /tmp.
     fn file() -> PathBuf {
-        let p = std::env::temp_dir().join(format!("regcred-acr-{}", std::process::id()));
-        std::fs::write(&p, "token").unwrap();
-        p
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
     }
 
     fn entry() -> AcrFile {
