@@ -24,7 +24,7 @@ fn registry() -> String {
 }
 
 /// A client ID of its own for each test (a random GUID).
-fn client_id() -> String {
+pub(super) fn client_id() -> String {
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         fastrand::u32(..),
@@ -36,7 +36,7 @@ fn client_id() -> String {
 }
 
 /// Registers an app (managed identity or app registration) with the fixture's Entra ID.
-async fn register(app: Value) {
+pub(super) async fn register(app: Value) {
     let (status, doc) = fixture_request(
         &env("REGCRED_TEST_AZURE_CONTROL_URL"),
         "POST",
@@ -47,7 +47,7 @@ async fn register(app: Value) {
     assert_eq!(status, 200, "{doc}");
 }
 
-async fn stats() -> Value {
+pub(super) async fn stats() -> Value {
     fixture_request(
         &env("REGCRED_TEST_AZURE_CONTROL_URL"),
         "GET",
@@ -58,7 +58,7 @@ async fn stats() -> Value {
     .1
 }
 
-async fn issued_by_fixture(token: &str) -> bool {
+pub(super) async fn issued_by_fixture(token: &str) -> bool {
     stats().await["refresh_tokens"]
         .as_array()
         .unwrap()

@@ -631,19 +631,19 @@ async fn chart_uninstall_cleanup_hook_removes_only_this_releases_objects() {
     assert!(release_pods(&s, &rel_ns, &release).await.is_empty());
 }
 
-/// One release of the chart's defaults (deployment mode, one replica) whose only source
-/// reaches its cloud through what the pod's environment offers; `extra` is the rest of the
-/// values. Returns the release's name once `helm install` has returned (not waiting for
-/// the pod).
+/// Release `release` of the chart's defaults (deployment mode, one replica) whose only
+/// source reaches its cloud through what the pod's environment offers; `extra` is the rest
+/// of the values. Returns the release's name once `helm install` has returned (not waiting
+/// for the pod).
 async fn keyless_release(
     s: &Scratch,
     rel_ns: &str,
     image: &str,
+    release: String,
     target: &str,
     registry: &str,
     extra: &str,
 ) -> String {
-    let release = unique("rk");
     let vals = chart_values(
         s,
         image,
@@ -702,12 +702,13 @@ async fn chart_keyless_sources_from_a_pod_write_their_secrets() {
     );
     let gke = "serviceAccount:\n  annotations: { iam.gke.io/gcp-service-account: regcred@example-project.iam.gserviceaccount.com }\n";
     let releases = vec![
-        keyless_release(&s, &rel_ns, &image, &t[0], ecr, &endpoint).await,
-        keyless_release(&s, &rel_ns, &image, &t[1], ecr, &pod_identity).await,
+        keyless_release(&s, &rel_ns, &image, unique("rk"), &t[0], ecr, &endpoint).await,
+        keyless_release(&s, &rel_ns, &image, unique("rk"), &t[1], ecr, &pod_identity).await,
         keyless_release(
             &s,
             &rel_ns,
             &image,
+            unique("rk"),
             &t[2],
             "    - name: cloud\n      google: { hosts: [us-docker.pkg.dev, gcr.io] }\n",
             gke,
@@ -776,4 +777,151 @@ async fn chart_keyless_sources_from_a_pod_write_their_secrets() {
         "{:?}",
         events(&s, &t[0], "first").await
     );
+}
+
+/// Federation from a pod with the chart's own values and each cloud's default URLs: Azure
+/// Workload Identity (`mode: projected`: the chart mounts a token of audience
+/// `api://AzureADTokenExchange` and sets the AZURE_* variables) and Google workload identity
+/// federation (the chart renders the credential configuration: STS at sts.googleapis.com,
+/// impersonation at iamcredentials.googleapis.com). CoreDNS answers the pod those names, and
+/// login.microsoftonline.com, with the node's front for the world's fixtures
+/// (tests/testenv/node.sh); the one value no user of a public cloud sets is the world's CA
+/// (`SSL_CERT_FILE` from a ConfigMap, as behind a TLS-inspecting proxy).
+///
+/// Each secret holds what the fixture issued to the release's ServiceAccount (an ACR refresh
+/// token, an impersonated Google token), the front counts the pod's calls under the real
+/// names, and a workload pod in each target pulls through the kubelet.
+#[tokio::test]
+async fn chart_federated_sources_from_a_pod_write_their_secrets() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let s = Scratch::new().await;
+    let rel_ns = release_namespace(&s).await;
+    let mut t = Vec::new();
+    for _ in 0..2 {
+        let n = s.namespace("chart-fed", &[], &[]).await;
+        default_service_account(&s.client, &n).await;
+        t.push(n);
+    }
+    let ca: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "world-ca", "namespace": rel_ns},
+        "data": {"ca.crt": std::fs::read_to_string(env("REGCRED_TEST_CA_CERT")).unwrap()},
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(s.client.clone(), &rel_ns)
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let trust = "extraEnv:\n  - { name: SSL_CERT_FILE, value: /etc/regcred-world-ca/ca.crt }\nextraVolumes:\n  - name: world-ca\n    configMap: { name: world-ca }\nextraVolumeMounts:\n  - { name: world-ca, mountPath: /etc/regcred-world-ca, readOnly: true }\n";
+    let acr_host = env("REGCRED_TEST_AZURE_REGISTRY");
+    let (image, acr_image, gar_image) = tokio::join!(
+        refresher_image(&s),
+        push_image(&s, &acr_host),
+        push_image(&s, "us-docker.pkg.dev")
+    );
+    let front = "http://127.0.0.1:5002";
+    let relayed = |v: &Value, host: &str| v[host]["relayed"].as_i64().unwrap_or(0);
+    let before = fixture_request(front, "GET", "/stats", &Value::Null)
+        .await
+        .1;
+
+    // The federated credential names the ServiceAccount the chart creates.
+    let azure_release = unique("rk");
+    let client = super::acr::client_id();
+    super::acr::register(json!({
+        "client_id": client,
+        "subjects": [format!("system:serviceaccount:{rel_ns}:{azure_release}-regcred-refresher")],
+        "acr_pull": [acr_host],
+    }))
+    .await;
+    let azure = format!(
+        "{trust}azure:\n  workloadIdentity: {{ clientId: {client}, tenantId: {}, mode: projected }}\n",
+        env("REGCRED_TEST_AZURE_TENANT")
+    );
+    let google = format!(
+        "{trust}google:\n  workloadIdentityFederation: {{ audience: {:?}, serviceAccountEmail: {} }}\n",
+        env("REGCRED_TEST_GOOGLE_WIF_AUDIENCE"),
+        env("REGCRED_TEST_GOOGLE_CLIENT_EMAIL")
+    );
+    let releases = vec![
+        keyless_release(
+            &s,
+            &rel_ns,
+            &image,
+            azure_release,
+            &t[0],
+            &format!("    - name: cloud\n      acr: {{ loginServer: {acr_host} }}\n"),
+            &azure,
+        )
+        .await,
+        keyless_release(
+            &s,
+            &rel_ns,
+            &image,
+            unique("rk"),
+            &t[1],
+            "    - name: cloud\n      google: { hosts: [us-docker.pkg.dev, gcr.io] }\n",
+            &google,
+        )
+        .await,
+    ];
+    let _guards: Vec<Release> = releases
+        .iter()
+        .map(|r| Release {
+            name: r.clone(),
+            namespace: rel_ns.clone(),
+            home: s.dir.join("helm"),
+        })
+        .collect();
+    for r in &releases {
+        await_ready(&s, &rel_ns, r, 1, 180).await;
+    }
+    let written = s.secrets_appear(&t, "regcred", 60).await;
+    assert!(written, "every federated release wrote its target");
+
+    let a = auths(&s.secret(&t[0], "regcred").await.unwrap());
+    assert_eq!(
+        a[acr_host.as_str()]["username"],
+        "00000000-0000-0000-0000-000000000000"
+    );
+    let refresh = a[acr_host.as_str()]["password"].as_str().unwrap();
+    assert!(
+        super::acr::issued_by_fixture(refresh).await,
+        "an ACR refresh token of the fixture"
+    );
+    let by_client = &super::acr::stats().await["by_client"][&client];
+    assert!(
+        by_client["entra"].as_i64() >= Some(1) && by_client["exchange"].as_i64() >= Some(1),
+        "Entra ID took the pod's federated token: {by_client}"
+    );
+    let a = auths(&s.secret(&t[1], "regcred").await.unwrap());
+    for host in ["us-docker.pkg.dev", "gcr.io"] {
+        let token = a[host]["password"].as_str().unwrap();
+        assert!(
+            token.starts_with("ya29.c.fixture-impersonated-"),
+            "{host}: the impersonated token"
+        );
+        assert!(super::google_wif::issued_by_fixture(token).await);
+    }
+    let after = fixture_request(front, "GET", "/stats", &Value::Null)
+        .await
+        .1;
+    let calls: Vec<(&str, i64)> = [
+        "login.microsoftonline.com",
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+    ]
+    .into_iter()
+    .map(|h| (h, relayed(&after, h) - relayed(&before, h)))
+    .collect();
+    assert!(
+        calls.iter().all(|(_, n)| *n >= 1),
+        "the pods called each cloud API by its name: {calls:?}"
+    );
+    eprintln!("chart_lifecycle federated: calls relayed per name {calls:?}");
+    for (ns, img) in [(&t[0], &acr_image), (&t[1], &gar_image)] {
+        create_pod(&s, ns, "first", img, &["regcred"]).await;
+        let (o, _) = outcome(&s, ns, "first").await;
+        assert_eq!(o, Outcome::Running, "{:?}", events(&s, ns, "first").await);
+    }
 }

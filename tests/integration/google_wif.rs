@@ -69,7 +69,7 @@ async fn federation_stats() -> Value {
     serde_json::from_str::<Value>(body).unwrap()["federation"].clone()
 }
 
-async fn issued_by_fixture(token: &str) -> bool {
+pub(super) async fn issued_by_fixture(token: &str) -> bool {
     federation_stats().await["tokens"]
         .as_array()
         .unwrap()

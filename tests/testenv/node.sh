@@ -11,6 +11,8 @@
 #                     kube-apiserver's advertise address (the `kubernetes` Service's endpoint)
 #   10.99.0.10:53     CoreDNS (the kubelet's clusterDNS)
 #   10.99.0.11..15    registries: ECR, Artifact Registry + gcr.io, ACR, ECR Public, quay.io
+#   10.99.0.16        the cloud APIs a pod calls by name (Entra ID, Google STS and IAM
+#                     credentials), relayed to their fixtures on the world's loopback
 #   10.244.0.0/22     pods (bridge cni0, host-local IPAM, no masquerade)
 #   10.0.0.0/24       Services (kube-proxy)
 #
@@ -44,6 +46,15 @@ NODE_REGISTRIES=(
   "10.99.0.13 acr regcredworld.azurecr.io regcredother.azurecr.io"
   "10.99.0.14 ecr-public public.ecr.aws"
   "10.99.0.15 static quay.io"
+  # Not a registry: keyless sources in pods reach Entra ID and Google's federation here, with
+  # their default URLs. Pods only (CoreDNS): the world itself keeps its loopback fixtures.
+  "10.99.0.16 api login.microsoftonline.com sts.googleapis.com iamcredentials.googleapis.com"
+)
+# The fixture behind each `api` name (registry_front.py --relay).
+NODE_API_RELAYS=(
+  "login.microsoftonline.com=https://127.0.0.1:443"
+  "sts.googleapis.com=http://127.0.0.1:8085"
+  "iamcredentials.googleapis.com=http://127.0.0.1:8085"
 )
 # The kubelet's host-wide sysctls (pkg/kubelet/cm setupKernelTunables): masked, never written.
 NODE_MASKED_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
@@ -65,11 +76,13 @@ node_net() {
   done
 }
 
-# The registries' names in a hosts file (the world's; CoreDNS answers them to pods too).
+# The registries' names in a hosts file (the world's; CoreDNS answers them to pods too);
+# `api` (the cloud APIs' names) only for the pods' file.
 node_hosts_lines() {
   local r ip kind names
   for r in "${NODE_REGISTRIES[@]}"; do
     read -r ip kind names <<<"$r"
+    [[ "$kind" != api || "${1:-}" == pods ]] || continue
     printf '%s %s\n' "$ip" "$names"
   done
 }
@@ -153,6 +166,11 @@ node_up() {
     esac >"$N/sysctl/${s//\//.}"
   done
   cp "/etc/netns/$NETNS/hosts" "$N/hosts"
+  # CoreDNS's answers to pods: never the world's loopback (a pod's 127.0.0.1 is its own).
+  {
+    grep -vE '^(127\.|::1)' "/etc/netns/$NETNS/hosts" | grep -vE '^10\.99\.0\.1[1-9] '
+    node_hosts_lines pods
+  } >"$N/pod-hosts"
   local holder_script="$N/holder.sh"
   {
     echo 'set -e'
@@ -184,6 +202,7 @@ node_up() {
   mkdir -p "$N/certs.d"
   for r in "${NODE_REGISTRIES[@]}"; do
     read -r ip kind hn <<<"$r"
+    [[ "$kind" != api ]] || continue
     for h in $hn; do
       mkdir -p "$N/certs.d/$h"
       printf 'server = "https://%s"\n\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' \
@@ -297,6 +316,7 @@ EOF
     read -r ip kind hn <<<"$r"
     front_args+=(--listen "$ip:443=$kind")
   done
+  for r in "${NODE_API_RELAYS[@]}"; do front_args+=(--relay "$r"); done
   printf '%s\n' "regcred-quay:{SHA}$(printf '%s' "$(cat /proc/sys/kernel/random/uuid)" | tee "$N/quay-password" | openssl dgst -sha1 -binary | base64)" >"$N/quay.htpasswd"
   start_proc registry-front "$front_log" "$venv/bin/python" -u "$REPO/tests/fixtures/registry_front.py" \
     "${front_args[@]}" --backend "http://$backend" --cert "$pki/registries.crt" --key "$pki/registries.key" \
@@ -375,7 +395,7 @@ EOF
     bind $NODE_DNS_IP
     errors
     ready 127.0.0.1:8181
-    hosts $N/hosts {
+    hosts $N/pod-hosts {
         fallthrough
     }
     kubernetes cluster.local in-addr.arpa {
