@@ -2,7 +2,7 @@
 """Draws a chaos run's timeline (tests/integration/chaos.rs writes it): for each target
 namespace the remaining life of its ECR and Google tokens as a fraction of their lifetime (asked
 of the issuers, as the registries see it), each probe pod that was refused marked, and the faults
-as shaded spans. Usage: plot.py TIMELINE.json OUT.svg
+as shaded spans. Usage: plot.py TIMELINE.json OUT.png (or .svg)
 """
 import json
 import sys
@@ -40,11 +40,15 @@ def main(src: str, out: str) -> None:
             end = tl["end_s"] if control else max(fault["end_s"], fault["start_s"] + 1)
             ax.axvspan(fault["start_s"], end, color="0.5" if control else "tab:orange",
                        alpha=0.12 if control else 0.25, lw=0)
-    # Faults named once, on the top axis.
+    # Faults named once, on the top axis; two that start together are stacked.
+    last = None
     for fault in tl["faults"]:
-        ax_e.text(fault["start_s"], 1.06, fault["name"], rotation=30, fontsize=7,
+        y = 1.06 if last is None or fault["start_s"] - last[0] > 30 else last[1] + 0.12
+        ax_e.text(fault["start_s"], y, fault["name"], rotation=30, fontsize=7,
                   ha="left", va="bottom")
-    refused = [(t, i) for t, i, running, n in tl["probes"] if n]
+        last = (fault["start_s"], y)
+    # Each probe: [t, namespace index, started, pulls refused, seconds to start].
+    refused = [(p[0], p[1]) for p in tl["probes"] if p[3]]
     started = sum(1 for p in tl["probes"] if p[2])
     if refused:
         ax_g.scatter([t for t, _ in refused], [-0.02] * len(refused), marker="x",
@@ -52,7 +56,7 @@ def main(src: str, out: str) -> None:
         ax_g.legend(loc="lower left", fontsize=8)
     ax_g.axvline(tl["main_phase_s"], color="k", lw=0.8)
     ax_g.text(tl["main_phase_s"], 0.5, " refresher stopped\n (the control)", fontsize=8)
-    ax_g.set_xlabel(f"seconds into the run ({started} probe pods started; "
+    ax_g.set_xlabel(f"seconds into the run ({len(tl['probes'])} probe pods, {started} started; "
                     f"{len(names)} namespaces, one line each)")
     fig.suptitle(f"Chaos run '{tl['run']}': remaining credential life per namespace",
                  y=0.995)
@@ -62,5 +66,5 @@ def main(src: str, out: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: plot.py TIMELINE.json OUT.svg")
+        sys.exit("usage: plot.py TIMELINE.json OUT.png")
     main(sys.argv[1], sys.argv[2])
