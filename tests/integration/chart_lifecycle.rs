@@ -655,6 +655,23 @@ async fn keyless_release(
     release
 }
 
+/// Guards that uninstall `releases` (made by [`keyless_release`]) when dropped, returned once
+/// each has a Ready pod; made first, so that a release that never gets ready goes too.
+async fn ready_releases(s: &Scratch, rel_ns: &str, releases: &[String]) -> Vec<Release> {
+    let guards = releases
+        .iter()
+        .map(|r| Release {
+            name: r.clone(),
+            namespace: rel_ns.to_string(),
+            home: s.dir.join("helm"),
+        })
+        .collect();
+    for r in releases {
+        await_ready(s, rel_ns, r, 1, 180).await;
+    }
+    guards
+}
+
 /// Keyless from a pod, with the chart's values and the node's link-local endpoints (no key in
 /// any Secret):
 /// - EC2 instance role: nothing set but the ECR API's address; the SDK's chain in the pod
@@ -668,6 +685,7 @@ async fn keyless_release(
 ///
 /// Each secret holds a token the fixture issued to that identity, and a workload pod pulls
 /// from ECR through the kubelet with the instance role's.
+
 #[tokio::test]
 async fn chart_keyless_sources_from_a_pod_write_their_secrets() {
     let _g = super::keyless::KEYLESS.lock().await;
@@ -715,17 +733,7 @@ async fn chart_keyless_sources_from_a_pod_write_their_secrets() {
         )
         .await,
     ];
-    let _guards: Vec<Release> = releases
-        .iter()
-        .map(|r| Release {
-            name: r.clone(),
-            namespace: rel_ns.clone(),
-            home: s.dir.join("helm"),
-        })
-        .collect();
-    for r in &releases {
-        await_ready(&s, &rel_ns, r, 1, 180).await;
-    }
+    let _guards = ready_releases(&s, &rel_ns, &releases).await;
     let written = s.secrets_appear(&t, "regcred", 60).await;
     assert!(written, "every keyless release wrote its target");
     let after = super::keyless::stats().await;
@@ -865,17 +873,7 @@ async fn chart_federated_sources_from_a_pod_write_their_secrets() {
         )
         .await,
     ];
-    let _guards: Vec<Release> = releases
-        .iter()
-        .map(|r| Release {
-            name: r.clone(),
-            namespace: rel_ns.clone(),
-            home: s.dir.join("helm"),
-        })
-        .collect();
-    for r in &releases {
-        await_ready(&s, &rel_ns, r, 1, 180).await;
-    }
+    let _guards = ready_releases(&s, &rel_ns, &releases).await;
     let written = s.secrets_appear(&t, "regcred", 60).await;
     assert!(written, "every federated release wrote its target");
 
